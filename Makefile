@@ -1,0 +1,43 @@
+# melanoma-kd: the two commands a newcomer runs are `make setup && make repro` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DVC_NO_ANALYTICS := 1
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup repro test test-fast lint format bench verify remote clean
+
+setup: $(STAMP)  ## create .venv and install pinned dependencies (quick when up to date)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 required)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/dvc config --local core.check_update false 2>/dev/null || true
+	@touch $(STAMP)
+
+repro: setup  ## run the whole default pipeline on the built-in synthetic data
+	$(BIN)/python -m melanoma_kd.repro
+
+test: setup  ## the test suite (unit tests + the tiny-profile dvc pipeline tests)
+	$(BIN)/python -m pytest -q
+
+test-fast: setup  ## unit tests only
+	$(BIN)/python -m pytest -q -m "not pipeline"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: setup  ## speed/memory benchmarks: print ratios measured side by side
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""melanoma-kd: melanoma classifiers, knowledge distillation and CPU deployment as a DVC pipeline."""
+
+__version__ = "0.1.0"

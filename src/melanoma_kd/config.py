@@ -1,0 +1,283 @@
+"""Typed pipeline parameters (``params.yaml``).
+
+Every stage validates the whole file through :func:`load_params`, so a typo'd key, a wrong type
+or an out-of-range value anywhere fails at once with one line naming the key and the problem.
+Each stage then reads only its own sections, and ``dvc.yaml`` lists exactly those dotted keys.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from melanoma_kd.errors import UserError
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+ImageSize = Annotated[int, Field(ge=16, le=1024)]
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+
+class DataParams(Section):
+    """Which data set feeds the pipeline and how bad images are handled."""
+
+    source: Literal["synthetic", "isic2024", "ham10000"] = "synthetic"
+    root: str = "data/raw/synthetic"
+    image_dirs: list[str] = Field(
+        default_factory=lambda: ["HAM10000_images_part_1", "HAM10000_images_part_2"]
+    )
+    on_bad_image: Literal["fail", "skip"] = "fail"
+
+
+class GenerateParams(Section):
+    """Synthetic dermoscopy generator (the built-in default data set)."""
+
+    n_images: Annotated[int, Field(ge=20)] = 2000
+    positive_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.10
+    image_size: ImageSize = 128
+    max_lesions_per_patient: PositiveInt = 3
+    max_images_per_lesion: PositiveInt = 3
+    hair_fraction: Fraction = 0.3
+    label_noise: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.02
+    jpeg_quality: Annotated[int, Field(ge=50, le=100)] = 92
+    seed: NonNegInt = 0
+
+
+class SplitParams(Section):
+    """Patient-grouped, label-stratified train/val/holdout split."""
+
+    train: Fraction = 0.70
+    val: Fraction = 0.15
+    holdout: Fraction = 0.15
+    seed: NonNegInt = 0
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> SplitParams:
+        total = self.train + self.val + self.holdout
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"train + val + holdout must sum to 1 (got {total:g})")
+        if min(self.train, self.val, self.holdout) <= 0:
+            raise ValueError("every split fraction must be > 0")
+        return self
+
+
+class PreprocessParams(Section):
+    """Hair removal: black-hat morphology, threshold, dilation, Telea inpainting."""
+
+    hair_removal: bool = True
+    blackhat_kernel: Annotated[int, Field(ge=3, le=51)] = 9
+    threshold: Annotated[int, Field(ge=1, le=255)] = 12
+    dilate: NonNegInt = 1
+    inpaint_radius: Annotated[int, Field(ge=1, le=20)] = 3
+    workers: NonNegInt = 0  # 0 = all cores
+    chunk_size: PositiveInt = 32
+
+
+class CacheParams(Section):
+    """HDF5 training cache: shorter-side resize then centre crop to ``size``."""
+
+    size: ImageSize = 64
+
+
+class AugmentParams(Section):
+    """Training augmentation; a view is a pure function of (seed, epoch, index)."""
+
+    hflip: Fraction = 0.5
+    rotation: Annotated[float, Field(ge=0.0, le=180.0)] = 30.0
+    scale_min: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8
+    scale_max: Annotated[float, Field(ge=1.0, le=4.0)] = 1.2
+    brightness: Fraction = 0.2
+    contrast: Fraction = 0.2
+    saturation: Fraction = 0.2
+    hue: Annotated[float, Field(ge=0.0, le=0.5)] = 0.05
+
+
+class TrainParams(Section):
+    """The recipe shared by teachers, the scratch student and every distilled student."""
+
+    seed: NonNegInt = 0
+    batch_size: PositiveInt = 32
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    weight_decay: Annotated[float, Field(ge=0.0)] = 1e-4
+    loss: Literal["ce", "weighted_ce", "focal"] = "weighted_ce"
+    focal_alpha: Fraction = 0.75
+    focal_gamma: Annotated[float, Field(ge=0.0, le=10.0)] = 2.0
+    balanced_sampler: bool = False
+    patience: PositiveInt = 5
+    lr_patience: NonNegInt = 2
+    lr_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    num_threads: PositiveInt = 2
+    num_workers: NonNegInt = 0
+    synthetic_positives: bool = False
+
+    @model_validator(mode="after")
+    def _imbalance_corrected_once(self) -> TrainParams:
+        if self.balanced_sampler and self.loss != "ce":
+            raise ValueError(
+                f"balanced_sampler=true with loss={self.loss!r} corrects class imbalance twice; "
+                "use loss: ce with the sampler, or a weighted/focal loss without it"
+            )
+        return self
+
+
+class ModelsParams(Section):
+    """Where optional local pretrained weights live (never downloaded)."""
+
+    weights_dir: str = "models/pretrained"
+
+
+class TeachersParams(Section):
+    """Teacher architectures (a DVC foreach) and their schedule."""
+
+    archs: Annotated[list[str], Field(min_length=1)] = Field(
+        default_factory=lambda: ["resnet18", "efficientnet_b0"]
+    )
+    image_size: ImageSize = 64
+    epochs: PositiveInt = 10
+    lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
+
+
+class StudentParams(Section):
+    """The small student (scratch baseline and KD runs share it)."""
+
+    arch: str = "mobilenetv3_small_100"
+    image_size: ImageSize = 64
+    epochs: PositiveInt = 10
+    lr: Annotated[float, Field(gt=0.0, le=1.0)] = 2e-3
+
+
+Temperature = Annotated[float, Field(gt=0.0, le=100.0)]
+
+
+class DistillParams(Section):
+    """Knowledge distillation grid.
+
+    Convention: ``alpha`` weighs the distillation term, ``loss = (1-alpha)*CE + alpha*KD``.
+    """
+
+    teacher: str = "best"
+    temperature: Annotated[list[Temperature], Field(min_length=1)] = Field(
+        default_factory=lambda: [1.0, 2.0, 4.0]
+    )
+    alpha: Annotated[list[Fraction], Field(min_length=1)] = Field(
+        default_factory=lambda: [0.5, 0.9]
+    )
+    method: Annotated[list[Literal["response", "feature"]], Field(min_length=1)] = Field(
+        default_factory=lambda: ["response", "feature"]
+    )
+    feature_stages: Annotated[int, Field(ge=1, le=4)] = 2
+
+
+class ExportParams(Section):
+    """ONNX export and its parity check against PyTorch."""
+
+    opset: Annotated[int, Field(ge=13, le=23)] = 17
+    atol: Annotated[float, Field(gt=0.0)] = 1e-4
+
+
+class QuantizeParams(Section):
+    """ONNX Runtime static QDQ INT8 quantization."""
+
+    calibration_size: PositiveInt = 128
+    method: Literal["MinMax", "Entropy", "Percentile"] = "MinMax"
+    per_channel: bool = True
+
+
+class BenchmarkParams(Section):
+    """Latency measurement."""
+
+    warmup: NonNegInt = 20
+    runs: Annotated[int, Field(ge=10)] = 200
+    deploy_size: ImageSize = 224
+
+
+class EvaluateParams(Section):
+    """Holdout evaluation."""
+
+    sens_target: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95
+    ece_bins: Annotated[int, Field(ge=2, le=100)] = 15
+    n_boot: Annotated[int, Field(ge=100)] = 1000
+    seed: NonNegInt = 0
+
+
+class PredictParams(Section):
+    """The ``melanoma-kd predict`` CLI."""
+
+    max_pixels: PositiveInt = 40_000_000
+
+
+class Params(Section):
+    """The whole ``params.yaml``."""
+
+    data: DataParams = Field(default_factory=DataParams)
+    generate: GenerateParams = Field(default_factory=GenerateParams)
+    split: SplitParams = Field(default_factory=SplitParams)
+    preprocess: PreprocessParams = Field(default_factory=PreprocessParams)
+    cache: CacheParams = Field(default_factory=CacheParams)
+    augment: AugmentParams = Field(default_factory=AugmentParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    models: ModelsParams = Field(default_factory=ModelsParams)
+    teachers: TeachersParams = Field(default_factory=TeachersParams)
+    student: StudentParams = Field(default_factory=StudentParams)
+    distill: DistillParams = Field(default_factory=DistillParams)
+    export: ExportParams = Field(default_factory=ExportParams)
+    quantize: QuantizeParams = Field(default_factory=QuantizeParams)
+    benchmark: BenchmarkParams = Field(default_factory=BenchmarkParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    predict: PredictParams = Field(default_factory=PredictParams)
+
+    @model_validator(mode="after")
+    def _cache_serves_every_model(self) -> Params:
+        largest = max(self.teachers.image_size, self.student.image_size)
+        if self.cache.size < largest:
+            raise ValueError(
+                f"cache.size ({self.cache.size}) must be >= every model input size ({largest})"
+            )
+        return self
+
+
+def _format_error(path: str | Path, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (typo?)"
+    got = err.get("input")
+    shown = "" if isinstance(got, dict) or err["type"] == "extra_forbidden" else f" (got {got!r})"
+    more = f" [+{len(exc.errors()) - 1} more]" if len(exc.errors()) > 1 else ""
+    where = f"{loc}: " if loc else ""
+    return f"{path}: {where}{msg}{shown}{more}"
+
+
+def parse_params(raw: object, source: str | Path = "params.yaml") -> Params:
+    """Validate a parsed YAML mapping; raise :class:`UserError` with one line on failure."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: top level must be a mapping of sections")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(_format_error(source, exc)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return parse_params(raw, path)

@@ -1,0 +1,30 @@
+"""User-facing errors: one clear line on stderr and a non-zero exit, never a traceback wall."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable[..., object])
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """Bad input (file, row, field or parameter) that the user must fix."""
+
+
+def cli_entry(func: F) -> F:
+    """Wrap a stage/CLI ``main`` so a :class:`UserError` prints one line and exits 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(EXIT_USER_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""Model construction (timm, by name), checkpoints and ONNX export."""
