@@ -278,6 +278,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise UserError(f"{path}: params file not found")
     try:
         raw = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     return parse_params(raw, path)

@@ -42,7 +42,7 @@ def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
         raise UserError(f"{path}: metadata file not found")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a readable CSV ({exc})") from None
     missing = [c for c in required if c not in df.columns]
     if missing:
@@ -117,7 +117,9 @@ def read_ham10000(params: DataParams, source: str) -> pd.DataFrame:
     dirs = [root / d for d in params.image_dirs]
     locations = []
     for image_id in df["image_id"]:
-        found = next((d / f"{image_id}.jpg" for d in dirs if (d / f"{image_id}.jpg").is_file()), None)
+        found = next(
+            (d / f"{image_id}.jpg" for d in dirs if (d / f"{image_id}.jpg").is_file()), None
+        )
         locations.append(str(found) if found else "")
     return pd.DataFrame(
         {

@@ -1,8 +1,8 @@
 """Leakage-free split: patients (hence lesions and images) never straddle train/val/holdout.
 
-Patients are stratified by whether they own any melanoma image, shuffled with the seed, and
-assigned greedily to the split furthest below its image quota, so both the image fractions and
-the melanoma rate of each split track the requested fractions.
+Patients are assigned greedily, in a seeded order, to the split furthest below its quota of
+melanoma (then benign) images, so both the split sizes and each split's melanoma rate track the
+requested fractions.
 """
 
 from __future__ import annotations
@@ -17,26 +17,34 @@ SPLITS = ("train", "val", "holdout")
 
 
 def assign_splits(manifest: pd.DataFrame, params: SplitParams) -> pd.Series:
-    """Return the split name of every manifest row (index aligned with ``manifest``)."""
+    """Return the split name of every manifest row (index aligned with ``manifest``).
+
+    Positive and negative images have separate quotas per split. Patients owning melanoma are
+    placed first (largest melanoma count first, seeded order among equals) into the split with
+    the largest relative shortfall of melanoma images; the rest are then placed by their benign
+    images, counting the benign images the first pass already placed.
+    """
     fractions = np.array([params.train, params.val, params.holdout])
     rng = np.random.default_rng(params.seed)
     per_patient = manifest.groupby("patient_id", sort=True).agg(
         n=("label", "size"), pos=("label", "sum")
     )
+    per_patient["neg"] = per_patient["n"] - per_patient["pos"]
+    targets = {c: fractions * per_patient[c].sum() for c in ("pos", "neg")}
+    filled = {c: np.zeros(3) for c in ("pos", "neg")}
     patient_split: dict[str, str] = {}
-    for has_pos in (True, False):
-        stratum = per_patient[(per_patient["pos"] > 0) == has_pos]
-        order = rng.permutation(len(stratum))
-        target = fractions * stratum["n"].sum()
-        filled = np.zeros(3)
-        # Largest patients first (in seeded random order among equals) keeps quotas tight.
-        sizes = stratum["n"].to_numpy()[order]
-        ids = stratum.index.to_numpy()[order]
-        by_size = np.argsort(-sizes, kind="stable")
-        for k in by_size:
-            s = int(np.argmax(target - filled))
-            filled[s] += sizes[k]
-            patient_split[ids[k]] = SPLITS[s]
+    for key, stratum in (
+        ("pos", per_patient[per_patient["pos"] > 0]),
+        ("neg", per_patient[per_patient["pos"] == 0]),
+    ):
+        shuffled = stratum.iloc[rng.permutation(len(stratum))]
+        ordered = shuffled.iloc[np.argsort(-shuffled[key].to_numpy(), kind="stable")]
+        target = np.maximum(targets[key], 1e-9)
+        for patient, row in ordered.iterrows():
+            s = int(np.argmax((targets[key] - filled[key]) / target))
+            filled["pos"][s] += row["pos"]
+            filled["neg"][s] += row["neg"]
+            patient_split[patient] = SPLITS[s]
     return manifest["patient_id"].map(patient_split).rename("split")
 
 

@@ -1,0 +1,140 @@
+"""Shared fixtures: tiny data sets written in the real ISIC-2024 and HAM10000 on-disk formats.
+
+Each fixture returns a :class:`TinyDataset` already written under ``tmp_path``. A test may edit
+its ``metadata`` and ``images`` (or use :func:`corrupt_jpeg`) and call ``write()`` again to
+produce a broken variant of the same data set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+Storage = Literal["bytes", "void", "uint8"]
+
+
+def encode_jpeg(seed: int, size: int = 24) -> bytes:
+    """A small seeded RGB JPEG (smoothed noise, so it is not trivially constant)."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+    img = cv2.GaussianBlur(img, (5, 5), 1.5)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return buf.tobytes()
+
+
+def corrupt_jpeg(
+    kind: Literal["random", "truncated", "empty"], good: bytes, seed: int = 0
+) -> bytes:
+    """A broken image payload: random bytes, the first half of a JPEG, or nothing at all."""
+    if kind == "random":
+        return (
+            np.random.default_rng(seed).integers(0, 256, size=len(good), dtype=np.uint8).tobytes()
+        )
+    if kind == "truncated":
+        return good[: len(good) // 2]
+    return b""
+
+
+@dataclass
+class TinyDataset:
+    """Metadata rows + encoded images, and the writer that puts them on disk in one format."""
+
+    root: Path
+    metadata: pd.DataFrame
+    images: dict[str, bytes]
+    writer: Callable[[TinyDataset], None]
+    storage: Storage = "bytes"
+    image_dirs: list[str] = field(default_factory=list)
+
+    def write(self) -> TinyDataset:
+        self.writer(self)
+        return self
+
+
+def _h5_value(raw: bytes, storage: Storage) -> object:
+    if storage == "bytes":  # what the real train-image.hdf5 holds: a scalar |S<n> string
+        return np.bytes_(raw)
+    if storage == "void":  # opaque scalar
+        return np.void(raw)
+    return np.frombuffer(raw, dtype=np.uint8)  # 1-D uint8 array
+
+
+def _write_isic(ds: TinyDataset) -> None:
+    ds.root.mkdir(parents=True, exist_ok=True)
+    ds.metadata.to_csv(ds.root / "train-metadata.csv", index=False)
+    with h5py.File(ds.root / "train-image.hdf5", "w") as h5:
+        for image_id, raw in ds.images.items():
+            h5.create_dataset(image_id, data=_h5_value(raw, ds.storage))
+
+
+def _write_ham(ds: TinyDataset) -> None:
+    ds.root.mkdir(parents=True, exist_ok=True)
+    ds.metadata.to_csv(ds.root / "HAM10000_metadata.csv", index=False)
+    for d in ds.image_dirs:
+        folder = ds.root / d
+        folder.mkdir(exist_ok=True)
+        for old in folder.glob("*.jpg"):
+            old.unlink()
+    for i, (image_id, raw) in enumerate(ds.images.items()):
+        # Spread images over the folders, as the real archive splits them over two parts.
+        (ds.root / ds.image_dirs[i % len(ds.image_dirs)] / f"{image_id}.jpg").write_bytes(raw)
+
+
+# Three patients; P1 has two lesions (one with two images); two images have no lesion_id.
+ISIC_ROWS = [
+    # isic_id,       patient_id,  lesion_id,  target
+    ("ISIC_0000001", "IP_0000001", "IL_0000001", 1),
+    ("ISIC_0000002", "IP_0000001", "IL_0000001", 1),
+    ("ISIC_0000003", "IP_0000001", "IL_0000002", 0),
+    ("ISIC_0000004", "IP_0000002", "", 0),
+    ("ISIC_0000005", "IP_0000002", "IL_0000003", 0),
+    ("ISIC_0000006", "IP_0000003", "", 0),
+]
+
+# Five lesions, seven images; two melanoma images (one lesion) and every other dx class.
+HAM_ROWS = [
+    # lesion_id,    image_id,        dx
+    ("HAM_0000001", "ISIC_0024306", "mel"),
+    ("HAM_0000001", "ISIC_0024307", "mel"),
+    ("HAM_0000002", "ISIC_0024308", "nv"),
+    ("HAM_0000003", "ISIC_0024309", "bkl"),
+    ("HAM_0000003", "ISIC_0024310", "bcc"),
+    ("HAM_0000004", "ISIC_0024311", "akiec"),
+    ("HAM_0000005", "ISIC_0024312", "df"),
+    ("HAM_0000005", "ISIC_0024313", "vasc"),
+]
+
+
+@pytest.fixture
+def isic2024_data(tmp_path: Path) -> TinyDataset:
+    """A tiny ISIC-2024 data set: ``train-image.hdf5`` (JPEG bytes by isic_id) + metadata CSV."""
+    meta = pd.DataFrame(ISIC_ROWS, columns=["isic_id", "patient_id", "lesion_id", "target"])
+    # Real metadata carries many more columns; the reader must ignore them.
+    meta.insert(2, "age_approx", [45, 45, 45, 60, 60, 30])
+    meta["anatom_site_general"] = "posterior torso"
+    images = {iid: encode_jpeg(seed) for seed, iid in enumerate(meta["isic_id"])}
+    return TinyDataset(tmp_path / "isic2024", meta, images, _write_isic).write()
+
+
+@pytest.fixture
+def ham10000_data(tmp_path: Path) -> TinyDataset:
+    """A tiny HAM10000 data set: metadata CSV + ``<image_id>.jpg`` in two image folders."""
+    meta = pd.DataFrame(HAM_ROWS, columns=["lesion_id", "image_id", "dx"])
+    meta["dx_type"] = "histo"
+    meta["age"] = 50.0
+    meta["sex"] = "male"
+    meta["localization"] = "back"
+    images = {iid: encode_jpeg(100 + seed) for seed, iid in enumerate(meta["image_id"])}
+    dirs = ["HAM10000_images_part_1", "HAM10000_images_part_2"]
+    return TinyDataset(tmp_path / "ham10000", meta, images, _write_ham, image_dirs=dirs).write()
