@@ -24,10 +24,16 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     splits = pd.read_csv(args.splits, dtype={"image_id": str, "lesion_id": str, "patient_id": str})
     inputs_hash = sha256_json(
-        {"splits": sha256_file(args.splits), "images": sha256_file(args.images), "size": params.cache.size}
+        {
+            "splits": sha256_file(args.splits),
+            "images": sha256_file(args.images),
+            "size": params.cache.size,
+        }
     )
     counts = build_caches(splits, args.images, args.out_dir, params.cache.size, inputs_hash)
-    print("cache: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" at {params.cache.size} px")
+    print(
+        "cache: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" at {params.cache.size} px"
+    )
 
 
 if __name__ == "__main__":

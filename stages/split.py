@@ -22,14 +22,19 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
-    manifest = pd.read_csv(args.manifest, dtype={"image_id": str, "lesion_id": str, "patient_id": str})
+    manifest = pd.read_csv(
+        args.manifest, dtype={"image_id": str, "lesion_id": str, "patient_id": str}
+    )
     out, summary = split_manifest(manifest, params.split)
     with atomic_path(args.out) as tmp:
         out.to_csv(tmp, index=False)
     write_json(args.metrics, summary)
     print(
         "split: "
-        + ", ".join(f"{s} {summary[f'{s}_images']} ({summary[f'{s}_positives']} mel)" for s in ("train", "val", "holdout"))
+        + ", ".join(
+            f"{s} {summary[f'{s}_images']} ({summary[f'{s}_positives']} mel)"
+            for s in ("train", "val", "holdout")
+        )
     )
 
 

@@ -49,7 +49,10 @@ def write_split_cache(
     n = len(rows)
     with atomic_path(path) as tmp, h5py.File(tmp, "w", libver="v110", track_order=False) as h5:
         ds = h5.create_dataset(
-            "images", shape=(n, size, size, 3), dtype=np.uint8, chunks=(1, size, size, 3),
+            "images",
+            shape=(n, size, size, 3),
+            dtype=np.uint8,
+            chunks=(1, size, size, 3),
             track_times=False,
         )
         for i, img in enumerate(images):
@@ -60,8 +63,14 @@ def write_split_cache(
                 )
             ds[i] = img
         h5.create_dataset("labels", data=rows["label"].to_numpy(np.int8), track_times=False)
-        for name, col in (("ids", "image_id"), ("patients", "patient_id"), ("lesions", "lesion_id")):
-            h5.create_dataset(name, data=rows[col].astype(str).to_numpy(), dtype=STR, track_times=False)
+        for name, col in (
+            ("ids", "image_id"),
+            ("patients", "patient_id"),
+            ("lesions", "lesion_id"),
+        ):
+            h5.create_dataset(
+                name, data=rows[col].astype(str).to_numpy(), dtype=STR, track_times=False
+            )
         h5.attrs["size"] = size
         h5.attrs["split"] = split
         h5.attrs["inputs_hash"] = inputs_hash
@@ -104,8 +113,10 @@ def check_cache(path: str | Path) -> None:
             if missing:
                 raise UserError(f"{path}: not a melanoma-kd cache (missing {', '.join(missing)})")
             n = h5["images"].shape[0]
-            if h5["images"].ndim != 4 or h5["images"].shape[3] != 3 or any(
-                h5[k].shape[0] != n for k in REQUIRED
+            if (
+                h5["images"].ndim != 4
+                or h5["images"].shape[3] != 3
+                or any(h5[k].shape[0] != n for k in REQUIRED)
             ):
                 raise UserError(f"{path}: inconsistent cache shapes")
     except OSError as exc:

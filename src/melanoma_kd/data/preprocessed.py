@@ -27,7 +27,9 @@ class PreprocessedStore:
             ids = self._h5["ids"].asstr()[()]
             self._images = self._h5["images"]
         except (OSError, KeyError) as exc:
-            raise UserError(f"{self.path}: not a readable preprocessed-image file ({exc})") from None
+            raise UserError(
+                f"{self.path}: not a readable preprocessed-image file ({exc})"
+            ) from None
         self.index = {image_id: i for i, image_id in enumerate(ids)}
 
     def get(self, image_id: str) -> np.ndarray:
@@ -36,7 +38,9 @@ class PreprocessedStore:
             i = self.index[image_id]
         except KeyError:
             raise UserError(f"{self.path}: image {image_id} missing") from None
-        return decode_image(np.asarray(self._images[i], dtype=np.uint8), f"{self.path} [{image_id}]")
+        return decode_image(
+            np.asarray(self._images[i], dtype=np.uint8), f"{self.path} [{image_id}]"
+        )
 
     def close(self) -> None:
         """Close the file."""

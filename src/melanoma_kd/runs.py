@@ -1,0 +1,136 @@
+"""One training run end to end: datasets → objective → fit → checkpoint, metrics, curves.
+
+Shared by the ``train_teacher``, ``train_student`` and ``distill`` stages, which differ only in
+the objective and the schedule they pass in. Outputs of a run named ``<group>/<name>``:
+``models/<group>/<name>.pt``, ``metrics/<group>/<name>/summary.json`` (flat), the validation
+predictions used later for threshold selection, and dvclive curves under ``.../live``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from dvclive import Live
+
+from melanoma_kd.config import Params
+from melanoma_kd.data.dataset import CacheDataset, class_weights
+from melanoma_kd.data.transforms import build_augment
+from melanoma_kd.distill import Objective
+from melanoma_kd.io import atomic_path, sha256_json, write_json
+from melanoma_kd.losses import task_loss
+from melanoma_kd.models.build import IMAGENET_MEAN, IMAGENET_STD, build_model, save_checkpoint
+from melanoma_kd.train import Schedule, TeacherOutputs, fit, set_determinism
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one run writes."""
+
+    checkpoint: Path
+    metrics_dir: Path
+
+    @property
+    def summary(self) -> Path:
+        return self.metrics_dir / "summary.json"
+
+    @property
+    def val_predictions(self) -> Path:
+        return self.metrics_dir / "val_predictions.csv"
+
+    @property
+    def live_dir(self) -> Path:
+        return self.metrics_dir / "live"
+
+
+def params_hash(params: Params, *sections: str, extra: dict[str, Any] | None = None) -> str:
+    """Hash of the param sections (and extra settings) a run depends on."""
+    data = {s: getattr(params, s).model_dump() for s in sections}
+    return sha256_json({**data, **(extra or {})})[:16]
+
+
+def run_training(
+    params: Params,
+    *,
+    arch: str,
+    schedule_epochs: int,
+    lr: float,
+    image_size: int,
+    cache_dir: Path,
+    paths: RunPaths,
+    make_objective: Callable[[torch.nn.Module, torch.nn.Module], Objective],
+    extra_meta: dict[str, Any],
+    teacher_outputs: Path | None = None,
+    desc: str = "train",
+) -> dict[str, Any]:
+    """Train one model and write its checkpoint, summary, validation predictions and curves."""
+    cfg = params.train
+    set_determinism(cfg.seed, cfg.num_threads)
+    train_ds = CacheDataset(
+        cache_dir / "train.h5", augment=build_augment(params.augment), seed=cfg.seed
+    )
+    val_ds = CacheDataset(cache_dir / "val.h5")
+    model, pretrained = build_model(arch, params.models.weights_dir)
+    if not pretrained:
+        print(f"{desc}: {arch}: no local weights in {params.models.weights_dir}, random init")
+    objective = make_objective(model, task_loss(cfg, class_weights(train_ds.labels)))
+    sched = Schedule(schedule_epochs, lr, image_size, IMAGENET_MEAN, IMAGENET_STD)
+    meta = {
+        "arch": arch,
+        "image_size": image_size,
+        "pretrained": pretrained,
+        "params_hash": extra_meta.pop("params_hash"),
+        **extra_meta,
+    }
+
+    def on_best(epoch: int, metrics: dict[str, float], scores: np.ndarray) -> None:
+        save_checkpoint(
+            paths.checkpoint, objective.student, {**meta, "epoch": epoch + 1, **metrics}
+        )
+        with atomic_path(paths.val_predictions) as tmp:
+            pd.DataFrame({"image_id": val_ds.ids, "label": val_ds.labels, "score": scores}).to_csv(
+                tmp, index=False, float_format="%.8f"
+            )
+
+    with Live(dir=str(paths.live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+
+        def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            for key, value in metrics.items():
+                live.log_metric(key, round(float(value), 6))
+            live.next_step()
+
+        result = fit(
+            objective,
+            train_ds,
+            val_ds,
+            cfg,
+            sched,
+            on_best,
+            log_epoch,
+            TeacherOutputs(teacher_outputs) if teacher_outputs else None,
+            desc=desc,
+        )
+    timing = {k: result.pop(k) for k in ("train_seconds", "train_images_per_s")}
+    summary = {
+        "arch": arch,
+        "image_size": image_size,
+        "pretrained": pretrained,
+        **result,
+        **{k: v for k, v in extra_meta.items() if isinstance(v, int | float | str | bool)},
+    }
+    summary = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in summary.items()}
+    write_json(paths.summary, summary)
+    print(
+        f"{desc}: best epoch {result['best_epoch']}/{result['epochs_run']} "
+        f"val ROC-AUC {result['val_roc_auc']:.4f} pAUC {result['val_pauc']:.4f} "
+        f"({timing['train_seconds']} s, {timing['train_images_per_s']} img/s)"
+    )
+    return {**summary, **timing}

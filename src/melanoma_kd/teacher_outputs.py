@@ -1,0 +1,87 @@
+"""Run the chosen teacher once over exactly the augmented views the student will see.
+
+For every epoch ``e`` and train index ``i`` the view is ``augmented_view(seed, e, i)`` (pure), so
+storing the teacher's logits and pooled stage features per (e, i) lets every KD grid point train
+without ever executing the teacher. The teacher sees the view at its own input size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from melanoma_kd.data.dataset import CacheDataset
+from melanoma_kd.data.transforms import model_input
+from melanoma_kd.distill import pooled_taps
+from melanoma_kd.errors import UserError
+from melanoma_kd.io import atomic_path, read_json
+from melanoma_kd.models.build import load_checkpoint
+
+
+def choose_teacher(choice: str, archs: list[str], metrics_root: str | Path) -> str:
+    """``choice`` if it names a trained teacher, or the highest validation pAUC for ``best``."""
+    if choice != "best":
+        if choice not in archs:
+            raise UserError(f"distill.teacher: {choice!r} is not in teachers.archs {archs}")
+        return choice
+    scores = {a: read_json(Path(metrics_root) / a / "summary.json")["val_pauc"] for a in archs}
+    return max(archs, key=lambda a: (scores[a], -archs.index(a)))
+
+
+@torch.inference_mode()
+def compute_teacher_outputs(
+    checkpoint: str | Path,
+    train_cache: str | Path,
+    augment: object,
+    seed: int,
+    epochs: int,
+    n_stages: int,
+    out_path: str | Path,
+    batch_size: int = 128,
+) -> dict[str, int | str]:
+    """Write ``logits`` (E×N×2) and ``features_k`` (E×N×C_k) float32 to ``out_path``."""
+    model, meta = load_checkpoint(checkpoint)
+    size, mean, std = int(meta["image_size"]), tuple(meta["mean"]), tuple(meta["std"])
+    ds = CacheDataset(train_cache, augment=augment, seed=seed)
+    n = len(ds)
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w", libver="v110") as h5:
+        logits_ds = None
+        feats_ds: list[h5py.Dataset] = []
+        for epoch in tqdm(range(epochs), desc=f"teacher outputs ({meta['arch']})", disable=None):
+            ds.set_epoch(epoch)
+            for batch in DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0):
+                idx = batch["index"].numpy()
+                logits, feats = pooled_taps(
+                    model, model_input(batch["image"], size, mean, std), n_stages
+                )
+                if logits_ds is None:
+                    logits_ds = h5.create_dataset(
+                        "logits", (epochs, n, 2), np.float32, track_times=False
+                    )
+                    feats_ds = [
+                        h5.create_dataset(
+                            f"features_{k}", (epochs, n, f.shape[1]), np.float32, track_times=False
+                        )
+                        for k, f in enumerate(feats)
+                    ]
+                logits_ds[epoch, idx[0] : idx[-1] + 1] = logits.float().numpy()
+                for d, f in zip(feats_ds, feats, strict=True):
+                    d[epoch, idx[0] : idx[-1] + 1] = f.float().numpy()
+        h5.attrs["teacher_arch"] = meta["arch"]
+        h5.attrs["teacher_image_size"] = size
+        h5.attrs["n_features"] = len(feats_ds)
+        h5.attrs["feature_dims"] = [d.shape[2] for d in feats_ds]
+        h5.attrs["epochs"] = epochs
+        h5.attrs["seed"] = seed
+    return {"teacher": meta["arch"], "epochs": epochs, "images": n}
+
+
+def teacher_feature_dims(path: str | Path) -> list[int]:
+    """Widths of the cached teacher feature taps."""
+    with h5py.File(path, "r") as h5:
+        return [int(d) for d in h5.attrs["feature_dims"]]

@@ -1,0 +1,209 @@
+"""The one training loop, for teachers, the scratch student and every distilled student.
+
+Read top to bottom: seed → loaders → optimizer/scheduler → epochs (train, validate, schedule,
+checkpoint the best validation pAUC, early-stop) → summary. The objective (``distill.py``)
+decides the loss; the loop knows nothing about KD beyond passing cached teacher outputs along.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from melanoma_kd.config import TrainParams
+from melanoma_kd.data.dataset import CacheDataset, balanced_sampler
+from melanoma_kd.data.transforms import model_input
+from melanoma_kd.distill import Objective, TeacherBatch
+from melanoma_kd.errors import UserError
+from melanoma_kd.inference import default_device, predict_logits, probabilities
+from melanoma_kd.metrics import pauc_above_tpr, roc_auc
+
+EpochLogger = Callable[[int, dict[str, float]], None]
+
+
+def set_determinism(seed: int, num_threads: int) -> None:
+    """Seed every RNG, fix the thread count and ask for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    torch.set_num_threads(num_threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+class TeacherOutputs:
+    """Cached teacher logits/features per (epoch, train index), loaded one epoch at a time."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            with h5py.File(self.path, "r") as h5:
+                self.epochs = int(h5["logits"].shape[0])
+                self.n_features = int(h5.attrs.get("n_features", 0))
+        except (OSError, KeyError) as exc:
+            raise UserError(f"{self.path}: not a readable teacher-outputs file ({exc})") from None
+        self._epoch = -1
+        self._logits: torch.Tensor | None = None
+        self._feats: list[torch.Tensor] = []
+
+    def load_epoch(self, epoch: int) -> None:
+        """Load epoch ``epoch``'s outputs into memory."""
+        if epoch >= self.epochs:
+            raise UserError(
+                f"{self.path}: teacher outputs cover {self.epochs} epochs, need {epoch + 1}"
+            )
+        with h5py.File(self.path, "r") as h5:
+            self._logits = torch.from_numpy(h5["logits"][epoch])
+            self._feats = [
+                torch.from_numpy(h5[f"features_{k}"][epoch]) for k in range(self.n_features)
+            ]
+        self._epoch = epoch
+
+    def batch(self, indices: torch.Tensor) -> TeacherBatch:
+        """Outputs for train indices of the loaded epoch."""
+        return {"logits": self._logits[indices], "features": [f[indices] for f in self._feats]}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Per-run settings that differ between teachers and students."""
+
+    epochs: int
+    lr: float
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def _loader(ds: CacheDataset, cfg: TrainParams, epoch: int) -> DataLoader:
+    seed = cfg.seed * 100_003 + epoch
+    if cfg.balanced_sampler:
+        return DataLoader(
+            ds,
+            batch_size=cfg.batch_size,
+            sampler=balanced_sampler(ds.labels, seed),
+            num_workers=cfg.num_workers,
+            pin_memory=torch.cuda.is_available(),
+        )
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        generator=gen,
+        num_workers=cfg.num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def validate(
+    objective: Objective, val: CacheDataset, sched: Schedule
+) -> tuple[dict[str, float], np.ndarray]:
+    """Validation loss (task loss), ROC-AUC and pAUC; returns (metrics, P(melanoma))."""
+    logits = predict_logits(objective.student, val, sched.image_size, sched.mean, sched.std)
+    labels = torch.from_numpy(val.labels)
+    with torch.no_grad():
+        loss = float(objective.task_loss(logits.to(labels.device), labels))
+    scores = probabilities(logits)
+    return {
+        "val_loss": loss,
+        "val_roc_auc": roc_auc(val.labels, scores),
+        "val_pauc": pauc_above_tpr(val.labels, scores),
+    }, scores
+
+
+def fit(
+    objective: Objective,
+    train: CacheDataset,
+    val: CacheDataset,
+    cfg: TrainParams,
+    sched: Schedule,
+    on_best: Callable[[int, dict[str, float], np.ndarray], None],
+    log: EpochLogger | None = None,
+    teacher: TeacherOutputs | None = None,
+    desc: str = "train",
+) -> dict[str, Any]:
+    """Train ``objective``; call ``on_best(epoch, metrics, val_scores)`` at each new best pAUC."""
+    device = default_device()
+    objective.to(device)
+    if device.type == "cuda":
+        objective.to(memory_format=torch.channels_last)
+    amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    optim_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+    optimizer = optim_cls(objective.parameters(), lr=sched.lr, weight_decay=cfg.weight_decay)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience
+    )
+    best, best_epoch, stale, start = -math.inf, -1, 0, time.perf_counter()
+    history: list[dict[str, float]] = []
+    for epoch in range(sched.epochs):
+        train.set_epoch(epoch)
+        if teacher is not None:
+            teacher.load_epoch(epoch)
+        objective.train()
+        total, seen = 0.0, 0
+        bar = tqdm(
+            _loader(train, cfg, epoch),
+            desc=f"{desc} {epoch + 1}/{sched.epochs}",
+            disable=None,
+            leave=False,
+            unit="batch",
+        )
+        for batch in bar:
+            x = model_input(batch["image"], sched.image_size, sched.mean, sched.std)
+            x = x.to(device, non_blocking=True)
+            y = batch["label"].to(device, non_blocking=True)
+            tb = None
+            if teacher is not None:
+                tb = {
+                    k: (v.to(device) if torch.is_tensor(v) else [t.to(device) for t in v])
+                    for k, v in teacher.batch(batch["index"]).items()
+                }
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                out = objective(x, y, tb)
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            optimizer.step()
+            total += float(out["loss"].detach()) * len(y)
+            seen += len(y)
+        metrics, scores = validate(objective, val, sched)
+        metrics = {
+            "train_loss": total / max(seen, 1),
+            **metrics,
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        history.append(metrics)
+        if log is not None:
+            log(epoch, metrics)
+        plateau.step(metrics["val_pauc"])
+        if metrics["val_pauc"] > best:
+            best, best_epoch, stale = metrics["val_pauc"], epoch, 0
+            on_best(epoch, metrics, scores)
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    objective.to("cpu")
+    best_metrics = history[best_epoch]
+    return {
+        "best_epoch": best_epoch + 1,
+        "epochs_run": len(history),
+        "val_roc_auc": best_metrics["val_roc_auc"],
+        "val_pauc": best_metrics["val_pauc"],
+        "val_loss": best_metrics["val_loss"],
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "train_images_per_s": round(
+            len(train) * len(history) / max(time.perf_counter() - start, 1e-9), 1
+        ),
+    }

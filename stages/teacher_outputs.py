@@ -1,0 +1,48 @@
+"""teacher_outputs: the chosen teacher's logits/features per augmented view, computed once."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from melanoma_kd.config import load_params
+from melanoma_kd.data.transforms import build_augment
+from melanoma_kd.errors import cli_entry
+from melanoma_kd.io import write_json
+from melanoma_kd.teacher_outputs import choose_teacher, compute_teacher_outputs
+from melanoma_kd.train import set_determinism
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--cache-dir", required=True)
+    ap.add_argument("--teachers-dir", required=True, help="models/teachers (<arch>.pt)")
+    ap.add_argument(
+        "--teacher-metrics", required=True, help="metrics/teachers (<arch>/summary.json)"
+    )
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--metrics", required=True)
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params)
+    set_determinism(params.train.seed, params.train.num_threads)
+    arch = choose_teacher(params.distill.teacher, params.teachers.archs, args.teacher_metrics)
+    info = compute_teacher_outputs(
+        Path(args.teachers_dir) / f"{arch}.pt",
+        Path(args.cache_dir) / "train.h5",
+        build_augment(params.augment),
+        params.train.seed,
+        params.student.epochs,
+        params.distill.feature_stages,
+        args.out,
+    )
+    write_json(args.metrics, info)
+    print(
+        f"teacher_outputs: {info['teacher']} over {info['epochs']} epochs x {info['images']} views"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""train_student: the student trained from scratch with the shared recipe (the KD baseline)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from melanoma_kd.config import load_params
+from melanoma_kd.distill import Supervised
+from melanoma_kd.errors import cli_entry
+from melanoma_kd.runs import RunPaths, params_hash, run_training
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--cache-dir", required=True)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--metrics-dir", required=True)
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params)
+    s = params.student
+    run_training(
+        params,
+        arch=s.arch,
+        schedule_epochs=s.epochs,
+        lr=s.lr,
+        image_size=s.image_size,
+        cache_dir=Path(args.cache_dir),
+        paths=RunPaths(Path(args.checkpoint), Path(args.metrics_dir)),
+        make_objective=Supervised,
+        extra_meta={
+            "role": "student",
+            "params_hash": params_hash(params, "train", "augment", "models", "student"),
+        },
+        desc="student (scratch)",
+    )
+
+
+if __name__ == "__main__":
+    main()
