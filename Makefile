@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 repro: setup  ## run the whole default pipeline on the built-in synthetic data
-	$(BIN)/python -m melanoma_kd.repro
+	@start=$$(date +%s); $(BIN)/dvc repro && \
+	  echo "make repro: pipeline up to date in $$(( $$(date +%s) - start )) s"
 
 test: setup  ## the test suite (unit tests + the tiny-profile dvc pipeline tests)
 	$(BIN)/python -m pytest -q

@@ -1,3 +1,3 @@
-"""melanoma-kd: melanoma classifiers, knowledge distillation and CPU deployment as a DVC pipeline."""
+"""melanoma-kd: melanoma classifiers, knowledge distillation and CPU deployment (DVC pipeline)."""
 
 __version__ = "0.1.0"

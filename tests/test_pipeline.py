@@ -1,0 +1,82 @@
+"""The real ``dvc`` CLI on the tiny profile: the DAG runs, reruns nothing needlessly, and a
+param change reruns exactly the stages that read it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.dvc_repo import changed_stages, make_repo, ran_stages, run
+
+pytestmark = pytest.mark.pipeline
+
+DATA_STAGES = {"generate", "ingest", "split"}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    out = run(path, "dvc", "repro").stdout
+    assert "generate" in ran_stages(out)
+    return path
+
+
+@contextmanager
+def edited_params(repo: Path, **changes: object) -> Iterator[None]:
+    """Temporarily set dotted keys in params.yaml."""
+    path = repo / "params.yaml"
+    original = path.read_text()
+    params = yaml.safe_load(original)
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        params[section][key] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        yield
+    finally:
+        path.write_text(original)
+
+
+def all_stages(repo: Path) -> set[str]:
+    out = run(repo, "dvc", "stage", "list", "--name-only").stdout
+    return set(out.split())
+
+
+def test_full_dag_ran_and_second_repro_is_noop(repo: Path) -> None:
+    assert (repo / "data" / "cache" / "train.h5").is_file()
+    assert (repo / "models" / "student" / "scratch.pt").is_file()
+    out = run(repo, "dvc", "repro").stdout
+    assert ran_stages(out) == set()
+    assert changed_stages(repo) == set()
+
+
+def test_preprocess_change_reruns_hair_removal_and_downstream_only(repo: Path) -> None:
+    with edited_params(repo, preprocess__threshold=20):
+        assert changed_stages(repo) == {"remove_hair"}
+        would_run = ran_stages(run(repo, "dvc", "repro", "--dry").stdout)
+    assert "remove_hair" in would_run
+    assert not would_run & DATA_STAGES
+    assert changed_stages(repo) == set()
+
+
+def test_new_temperature_adds_only_new_grid_points(repo: Path) -> None:
+    before = all_stages(repo)
+    with edited_params(repo, distill__temperature=[2, 4]):
+        new = all_stages(repo) - before
+        assert new == {"distill@4-0.5-response", "distill@4-0.5-feature"}
+        changed = changed_stages(repo)
+    assert new <= changed
+    untouched = {s for s in before if s.startswith(("train_", "teacher_outputs", "distill@2"))}
+    assert not changed & (untouched | DATA_STAGES)
+
+
+def test_new_teacher_arch_trains_only_that_teacher(repo: Path) -> None:
+    with edited_params(repo, teachers__archs=["resnet18", "mobilenetv3_small_050"]):
+        changed = changed_stages(repo)
+    assert "train_teacher@mobilenetv3_small_050" in changed
+    assert "train_teacher@resnet18" not in changed
+    assert not changed & (DATA_STAGES | {"train_student", "remove_hair", "cache"})
