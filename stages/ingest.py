@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", required=True, help="manifest CSV")
-    ap.add_argument("--skipped", required=True, help="list of skipped image ids")
+    ap.add_argument("--skipped", required=True, help="CSV of skipped image ids")
     ap.add_argument("--metrics", required=True)
     args = ap.parse_args(argv)
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_path(args.out) as tmp:
         manifest.to_csv(tmp, index=False)
     with atomic_path(args.skipped) as tmp:
-        tmp.write_text("".join(f"{i}\n" for i in skipped))
+        tmp.write_text("image_id\n" + "".join(f"{i}\n" for i in skipped))
     write_json(args.metrics, report)
     print(f"ingest: {report['images']} images, {report['positives']} melanoma")
 

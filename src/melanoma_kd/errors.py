@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -16,11 +17,17 @@ class UserError(Exception):
     """Bad input (file, row, field or parameter) that the user must fix."""
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def cli_entry(func: F) -> F:
-    """Wrap a stage/CLI ``main`` so a :class:`UserError` prints one line and exits 2."""
+    """Wrap a stage/CLI ``main``: a :class:`UserError` prints one line and exits 2."""
 
     @functools.wraps(func)
     def wrapper(*args: object, **kwargs: object) -> object:
+        # SIGTERM unwinds like Ctrl-C, so atomic writers delete their temporary files.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             return func(*args, **kwargs)
         except UserError as exc:

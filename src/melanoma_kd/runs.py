@@ -23,6 +23,7 @@ from melanoma_kd.config import Params
 from melanoma_kd.data.dataset import CacheDataset, class_weights
 from melanoma_kd.data.transforms import build_augment
 from melanoma_kd.distill import Objective
+from melanoma_kd.errors import UserError
 from melanoma_kd.io import atomic_path, sha256_json, write_json
 from melanoma_kd.losses import task_loss
 from melanoma_kd.models.build import IMAGENET_MEAN, IMAGENET_STD, build_model, save_checkpoint
@@ -91,14 +92,11 @@ def run_training(
         **extra_meta,
     }
 
+    best: dict[str, Any] = {}
+
     def on_best(epoch: int, metrics: dict[str, float], scores: np.ndarray) -> None:
-        save_checkpoint(
-            paths.checkpoint, objective.student, {**meta, "epoch": epoch + 1, **metrics}
-        )
-        with atomic_path(paths.val_predictions) as tmp:
-            pd.DataFrame({"image_id": val_ds.ids, "label": val_ds.labels, "score": scores}).to_csv(
-                tmp, index=False, float_format="%.8f"
-            )
+        state = {k: v.detach().cpu().clone() for k, v in objective.student.state_dict().items()}
+        best.update(epoch=epoch, metrics=metrics, scores=scores, state=state)
 
     with Live(dir=str(paths.live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
 
@@ -118,6 +116,17 @@ def run_training(
             TeacherOutputs(teacher_outputs) if teacher_outputs else None,
             desc=desc,
         )
+    if not best:
+        raise UserError(f"{desc}: validation pAUC was never finite; nothing to save")
+    # Outputs appear only once training has finished (an interrupted run leaves none).
+    objective.student.load_state_dict(best["state"])
+    save_checkpoint(
+        paths.checkpoint, objective.student, {**meta, "epoch": best["epoch"] + 1, **best["metrics"]}
+    )
+    with atomic_path(paths.val_predictions) as tmp:
+        pd.DataFrame(
+            {"image_id": val_ds.ids, "label": val_ds.labels, "score": best["scores"]}
+        ).to_csv(tmp, index=False, float_format="%.8f")
     timing = {k: result.pop(k) for k in ("train_seconds", "train_images_per_s")}
     summary = {
         "arch": arch,
