@@ -138,3 +138,19 @@ def ham10000_data(tmp_path: Path) -> TinyDataset:
     images = {iid: encode_jpeg(100 + seed) for seed, iid in enumerate(meta["image_id"])}
     dirs = ["HAM10000_images_part_1", "HAM10000_images_part_2"]
     return TinyDataset(tmp_path / "ham10000", meta, images, _write_ham, image_dirs=dirs).write()
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git + DVC repo with the whole pipeline reproduced on the tiny profile and committed.
+
+    Shared by the pipeline/workflow tests; tests that change it restore it or work on a clone.
+    """
+    from tests.dvc_repo import make_repo, ran_stages, run
+
+    path = make_repo(tmp_path_factory.mktemp("tiny") / "repo")
+    out = run(path, "dvc", "repro").stdout
+    assert "generate" in ran_stages(out)
+    run(path, "git", "add", "-A")
+    run(path, "git", "commit", "-qm", "tiny pipeline results")
+    return path

@@ -62,9 +62,7 @@ def make_repo(path: Path, params: Path = TINY) -> Path:
 def ran_stages(output: str) -> set[str]:
     """Stage names that ``dvc repro`` actually executed, from its output."""
     return {
-        line.split("'")[1]
-        for line in output.splitlines()
-        if line.startswith("Running stage '")
+        line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")
     }
 
 

@@ -10,19 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.dvc_repo import changed_stages, make_repo, ran_stages, run
+from tests.dvc_repo import changed_stages, ran_stages, run
 
 pytestmark = pytest.mark.pipeline
 
 DATA_STAGES = {"generate", "ingest", "split"}
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
-    out = run(path, "dvc", "repro").stdout
-    assert "generate" in ran_stages(out)
-    return path
+@pytest.fixture
+def repo(tiny_repo: Path) -> Path:
+    return tiny_repo
 
 
 @contextmanager

@@ -10,7 +10,11 @@ from melanoma_kd.config import load_params
 from melanoma_kd.models.build import check_arch
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILES = [ROOT / "params.yaml", ROOT / "tests/profiles/tiny.yaml", *sorted(ROOT.glob("configs/*.yaml"))]
+PROFILES = [
+    ROOT / "params.yaml",
+    ROOT / "tests/profiles/tiny.yaml",
+    *sorted(ROOT.glob("configs/*.yaml")),
+]
 
 
 @pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.name)

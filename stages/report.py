@@ -1,0 +1,55 @@
+"""report: reports/summary.md from the evaluate stage's outputs (+ baselines and benchmark)."""
+
+from __future__ import annotations
+
+import argparse
+
+from melanoma_kd.config import load_params
+from melanoma_kd.errors import cli_entry
+from melanoma_kd.evaluate import model_specs, read_raw_params
+from melanoma_kd.report import load_inputs, render, write_report
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    """Parse paths, read the metrics files, render and write the markdown summary."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--metrics-dir", default="metrics/evaluate")
+    ap.add_argument("--error-analysis", default="metrics/error_analysis.json")
+    ap.add_argument("--kd-gain", default="metrics/kd_gain.json")
+    ap.add_argument("--ablation", default="plots/kd_ablation.csv")
+    ap.add_argument("--baselines", default="metrics/baselines.json", help="optional")
+    ap.add_argument("--benchmark", default="metrics/benchmark.json", help="optional")
+    ap.add_argument("--plots-dir", default="plots")
+    ap.add_argument("--out", default="reports/summary.md")
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params)
+    specs = model_specs(read_raw_params(args.params))
+    inputs = load_inputs(
+        specs,
+        params.evaluate,
+        metrics_dir=args.metrics_dir,
+        error_analysis=args.error_analysis,
+        kd_gain=args.kd_gain,
+        ablation=args.ablation,
+        baselines=args.baselines,
+        benchmark=args.benchmark,
+        plots_dir=args.plots_dir,
+    )
+    write_report(args.out, render(inputs, args.out))
+    missing = [
+        p
+        for p, d in ((args.baselines, inputs.baselines), (args.benchmark, inputs.benchmark))
+        if d is None
+    ]
+    print(
+        f"report: wrote {args.out} ({len(specs)} models"
+        + (f"; missing optional inputs: {', '.join(missing)}" if missing else "")
+        + ")"
+    )
+
+
+if __name__ == "__main__":
+    main()

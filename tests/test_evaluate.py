@@ -1,0 +1,352 @@
+"""Tests for melanoma_kd.evaluate and melanoma_kd.plots on small constructed predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from melanoma_kd import metrics as M
+from melanoma_kd.config import EvaluateParams
+from melanoma_kd.errors import UserError
+from melanoma_kd.evaluate import (
+    Evaluation,
+    Predictions,
+    checked_predictions,
+    error_analysis,
+    evaluate_all,
+    evaluate_model,
+    hard_cases,
+    kd_points,
+    model_specs,
+    save_evaluation,
+    selected_point,
+    training_curves,
+)
+from melanoma_kd.io import read_json, write_json
+from melanoma_kd.plots import THRESHOLD_GRID, render_pngs, threshold_sweep, write_plot_data
+
+CFG = EvaluateParams(n_boot=100, seed=0)
+RAW = {
+    "teachers": {"archs": ["resnet18", "efficientnet_b0"]},
+    "distill": {"temperature": [1, 4], "alpha": [0.5], "method": ["response", "feature"]},
+}
+SELECTED = "kd_4-0.5-response"
+SMALL = {  # five models: enough for the full evaluate_all path, cheap to run twice
+    "teachers": {"archs": ["resnet18"]},
+    "distill": {"temperature": [4], "alpha": [0.5], "method": ["response"]},
+}
+
+
+def _split(tag: str, n: int, rng: np.random.Generator) -> pd.DataFrame:
+    """``n`` images of ``n // 3`` patients (three images each), ~25 % melanoma."""
+    y = (rng.random(n) < 0.25).astype(int)
+    y[:4] = [0, 1, 0, 1]
+    return pd.DataFrame(
+        {
+            "image_id": [f"{tag}{i:04d}" for i in range(n)],
+            "label": y,
+            "patient_id": [f"P{tag}{i // 3:03d}" for i in range(n)],
+        }
+    )
+
+
+def _scored(frame: pd.DataFrame, strength: float, rng: np.random.Generator) -> pd.DataFrame:
+    y = frame["label"].to_numpy()
+    logit = rng.normal(size=len(y)) + strength * y - 1.0
+    return frame.assign(score=1.0 / (1.0 + np.exp(-logit)))
+
+
+def make_predictions(
+    raw: dict = RAW, n: int = 90, seed: int = 0
+) -> tuple[list, dict[str, Predictions]]:
+    """Specs of ``raw`` and plausible predictions for each (same val/holdout images)."""
+    rng = np.random.default_rng(seed)
+    specs = model_specs(raw, "models", "metrics")
+    val, hold = _split("V", n, rng), _split("H", n, rng)
+    preds = {}
+    for k, spec in enumerate(specs):
+        strength = 1.0 + 0.3 * k
+        v = _scored(val, strength, rng).drop(columns="patient_id")
+        preds[spec.name] = checked_predictions(spec.name, v, _scored(hold, strength, rng))
+    return specs, preds
+
+
+@pytest.fixture(scope="module")
+def evaluation() -> Evaluation:
+    specs, preds = make_predictions()
+    return evaluate_all(specs, preds, SELECTED, CFG)
+
+
+# --------------------------------------------------------------------------- model list
+
+
+def test_kd_points_are_named_like_dvc_matrix_keys() -> None:
+    raw = {"temperature": [1, 2.5], "alpha": [0.5, 1], "method": ["response"]}
+    assert ["-".join(p) for p in kd_points(raw)] == [
+        "1-0.5-response",
+        "1-1-response",
+        "2.5-0.5-response",
+        "2.5-1-response",
+    ]
+    specs = model_specs(RAW, "models", "metrics")
+    assert [s.name for s in specs] == [
+        "teacher_resnet18",
+        "teacher_efficientnet_b0",
+        "student_scratch",
+        "kd_1-0.5-response",
+        "kd_1-0.5-feature",
+        "kd_4-0.5-response",
+        "kd_4-0.5-feature",
+        "kd_onnx_fp32",
+        "kd_onnx_int8",
+    ]
+    kd = specs[5]
+    assert kd.path == Path("models/distill/4-0.5-response.pt")
+    assert kd.run_dir == Path("metrics/distill/4-0.5-response")
+
+
+def test_selected_point_validates_the_export_file(tmp_path: Path) -> None:
+    specs = model_specs(RAW)
+    path = tmp_path / "selected_student.json"
+    with pytest.raises(UserError, match="not found"):
+        selected_point(path, specs)
+    write_json(path, {"point": "9-0.5-response"})
+    with pytest.raises(UserError, match="not in the distill grid"):
+        selected_point(path, specs)
+    write_json(path, {"point": "4-0.5-response"})
+    assert selected_point(path, specs) == SELECTED
+
+
+def test_bad_predictions_fail_with_one_clear_line() -> None:
+    good = pd.DataFrame(
+        {"image_id": ["a", "b"], "label": [0, 1], "score": [0.2, 0.7], "patient_id": ["p", "q"]}
+    )
+    with pytest.raises(UserError, match="missing column"):
+        checked_predictions("m", good, good.drop(columns="patient_id"))
+    with pytest.raises(UserError, match=r"row 1 \(b\).*not a probability"):
+        checked_predictions("m", good.assign(score=[0.2, 1.5]), good)
+    specs, preds = make_predictions()
+    other = make_predictions(seed=1)[1]
+    preds = {**preds, "kd_onnx_int8": other["kd_onnx_int8"]}
+    with pytest.raises(UserError, match="holdout images/labels differ"):
+        evaluate_all(specs, preds, SELECTED, CFG)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_thresholds_never_read_holdout_labels() -> None:
+    """Shuffling holdout labels (or replacing holdout scores) leaves every threshold put."""
+    specs, preds = make_predictions(SMALL)
+    base = evaluate_all(specs, preds, SELECTED, CFG)
+    rng = np.random.default_rng(123)
+    perm = rng.permutation(len(preds[SELECTED].holdout))
+    shuffled = {}
+    for name, p in preds.items():
+        hold = p.holdout.assign(label=p.holdout["label"].to_numpy()[perm])
+        shuffled[name] = Predictions(p.val, hold)
+    again = evaluate_all(specs, shuffled, SELECTED, CFG)
+    for name in base.metrics:
+        for key in ("sens95_threshold", "f1_threshold"):
+            assert again.metrics[name][key] == base.metrics[name][key], (name, key)
+        assert again.metrics[name]["roc_auc"] != base.metrics[name]["roc_auc"]
+    # and the test is sensitive: changing VALIDATION labels does move thresholds
+    p = preds[SELECTED]
+    val = p.val.assign(label=p.val["label"].to_numpy()[rng.permutation(len(p.val))])
+    moved = evaluate_model(Predictions(val, p.holdout), CFG)
+    assert (moved["sens95_threshold"], moved["f1_threshold"]) != (
+        base.metrics[SELECTED]["sens95_threshold"],
+        base.metrics[SELECTED]["f1_threshold"],
+    )
+
+
+def test_evaluate_model_reproduces_sklearn_and_hand_values() -> None:
+    _, preds = make_predictions()
+    p = preds["student_scratch"]
+    m = evaluate_model(p, CFG)
+    y, s = p.holdout["label"].to_numpy(), p.holdout["score"].to_numpy()
+    yv, sv = p.val["label"].to_numpy(), p.val["score"].to_numpy()
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, s), abs=1e-6)
+    assert m["pr_auc"] == pytest.approx(average_precision_score(y, s), abs=1e-6)
+    closed = 0.02 + 0.36 * (roc_auc_score(1 - y, -s, max_fpr=0.2) - 0.5)
+    assert m["pauc"] == pytest.approx(closed, abs=1e-6)
+    assert m["val_roc_auc"] == pytest.approx(roc_auc_score(yv, sv), abs=1e-6)
+    assert m["roc_auc_ci_lo"] <= m["roc_auc"] <= m["roc_auc_ci_hi"]
+    assert m["pauc_ci_lo"] <= m["pauc"] <= m["pauc_ci_hi"]
+    assert m["n_holdout"] == 90 and m["n_holdout_patients"] == 30
+    assert all(not isinstance(v, list | dict) for v in m.values())  # flat for dvc metrics
+
+
+def test_hand_computed_operating_point() -> None:
+    """Val: positives at 0.9, 0.6, 0.3 → the highest threshold with sens ≥ 0.95 is 0.3."""
+    val = pd.DataFrame(
+        {
+            "image_id": list("abcdef"),
+            "label": [1, 1, 1, 0, 0, 0],
+            "score": [0.9, 0.6, 0.3, 0.5, 0.2, 0.1],
+        }
+    )
+    hold = pd.DataFrame(
+        {
+            "image_id": list("ghijkl"),
+            "label": [1, 1, 0, 0, 1, 0],
+            "score": [0.35, 0.25, 0.31, 0.1, 0.8, 0.05],
+            "patient_id": ["p1", "p2", "p3", "p4", "p5", "p6"],
+        }
+    )
+    m = evaluate_model(checked_predictions("hand", val, hold), EvaluateParams(n_boot=100))
+    assert m["sens95_threshold"] == 0.3
+    # holdout rule s >= 0.3: positives 0.35, 0.8 caught, 0.25 missed; negative 0.31 flagged
+    assert m["sens95_sensitivity"] == pytest.approx(2 / 3, abs=1e-6)
+    assert m["sens95_specificity"] == pytest.approx(2 / 3, abs=1e-6)
+
+
+def test_error_analysis_counts_and_mcnemar() -> None:
+    y = np.array([1, 1, 0, 0, 1, 0, 0, 1])
+    s_t = np.array([0.9, 0.2, 0.1, 0.7, 0.8, 0.2, 0.6, 0.1])  # right: T F T F T T F F
+    s_s = np.array([0.9, 0.8, 0.1, 0.2, 0.3, 0.9, 0.1, 0.2])  # right: T T T T F F T F
+    e = error_analysis(y, s_t, 0.5, s_s, 0.5)
+    assert (e["both_right"], e["teacher_only_right"], e["student_only_right"], e["both_wrong"]) == (
+        2,
+        2,
+        3,
+        1,
+    )
+    assert e["both_missed_melanoma"] == 1 and e["both_false_alarm"] == 0
+    assert e["agreement"] == pytest.approx(3 / 8)
+    ct, cs = (s_t >= 0.5) == y, (s_s >= 0.5) == y
+    assert e["mcnemar_p"] == pytest.approx(
+        M.mcnemar_pvalue(ct.astype(int), cs.astype(int)), abs=1e-6
+    )
+
+
+def test_evaluate_all_roles_gain_and_int8(evaluation: Evaluation) -> None:
+    ev = evaluation
+    teachers = ["teacher_resnet18", "teacher_efficientnet_b0"]
+    best = max(teachers, key=lambda n: ev.metrics[n]["val_pauc"])
+    assert ev.roles == {
+        "best_teacher": best,
+        "scratch_student": "student_scratch",
+        "kd_student": SELECTED,
+        "kd_student_int8": "kd_onnx_int8",
+    }
+    e = ev.error_analysis
+    assert (
+        e["both_right"] + e["teacher_only_right"] + e["student_only_right"] + e["both_wrong"]
+        == e["n"]
+        == 90
+    )
+    assert e["int8_roc_auc_drop"] == pytest.approx(
+        ev.metrics["kd_onnx_fp32"]["roc_auc"] - ev.metrics["kd_onnx_int8"]["roc_auc"], abs=2e-6
+    )
+    g = ev.kd_gain
+    assert g["roc_auc_delta"] == pytest.approx(
+        ev.metrics[SELECTED]["roc_auc"] - ev.metrics["student_scratch"]["roc_auc"], abs=2e-6
+    )
+    assert g["roc_auc_delta_ci_lo"] <= g["roc_auc_delta"] <= g["roc_auc_delta_ci_hi"]
+    assert 0 < g["roc_auc_p"] <= 1
+    assert ev.ablation["selected"].tolist() == [False, False, True, False]
+    assert set(ev.hard_cases["kind"]) <= {
+        "teacher_right_student_wrong",
+        "student_right_teacher_wrong",
+        "high_confidence_errors",
+    }
+
+
+def test_hard_cases_are_ordered_hardest_first() -> None:
+    hold = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "label": [1, 1, 0, 0]})
+    s_t = np.array([0.9, 0.8, 0.1, 0.2])
+    s_s = np.array([0.4, 0.1, 0.7, 0.95])
+    cases = hard_cases(hold, s_t, 0.5, s_s, 0.5, k=3)
+    trsw = cases[cases["kind"] == "teacher_right_student_wrong"]
+    assert trsw["image_id"].tolist() == ["d", "b", "c"]  # student errors 0.95, 0.9, 0.7
+    assert trsw["rank"].tolist() == [1, 2, 3]
+    assert cases[cases["kind"] == "student_right_teacher_wrong"].empty
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def test_saved_files_recompute_exactly(evaluation: Evaluation, tmp_path: Path) -> None:
+    save_evaluation(
+        evaluation,
+        predictions_dir=tmp_path / "pred",
+        metrics_dir=tmp_path / "ev",
+        error_analysis_path=tmp_path / "ea.json",
+        kd_gain_path=tmp_path / "g.json",
+    )
+    assert sorted(p.stem for p in (tmp_path / "ev").glob("*.json")) == sorted(evaluation.metrics)
+    df = pd.read_csv(tmp_path / "pred" / f"{SELECTED}.csv", dtype={"score": str})
+    assert list(df.columns) == ["image_id", "label", "score"]
+    assert all(len(v.split(".")[1]) == 6 for v in df["score"])
+    m = read_json(tmp_path / "ev" / f"{SELECTED}.json")
+    assert m["roc_auc"] == pytest.approx(
+        roc_auc_score(df["label"], df["score"].astype(float)), abs=1e-6
+    )
+    assert read_json(tmp_path / "ea.json")["student"] == SELECTED
+
+
+def test_confusion_csv_has_one_record_per_sample(evaluation: Evaluation, tmp_path: Path) -> None:
+    write_plot_data(evaluation, tmp_path, curves=False)
+    for role, name in evaluation.roles.items():
+        conf = pd.read_csv(tmp_path / "confusion" / f"{role}.csv")
+        hold = evaluation.predictions[name].holdout
+        assert list(conf.columns) == ["actual", "predicted"]
+        assert len(conf) == len(hold)
+        t = evaluation.metrics[name]["sens95_threshold"]
+        counts = M.metrics_at_threshold(hold["label"], hold["score"], t)
+        assert (
+            int(((conf.actual == "melanoma") & (conf.predicted == "melanoma")).sum())
+            == counts["tp"]
+        )
+        assert (
+            int(((conf.actual == "benign") & (conf.predicted == "melanoma")).sum()) == counts["fp"]
+        )
+    roc = pd.read_csv(tmp_path / "roc" / "kd_student.csv")
+    assert list(roc.columns) == ["fpr", "tpr"] and roc["fpr"].is_monotonic_increasing
+    pr = pd.read_csv(tmp_path / "pr" / "kd_student.csv")
+    assert list(pr.columns) == ["recall", "precision"] and pr["recall"].is_monotonic_increasing
+    thr = pd.read_csv(tmp_path / "thresholds" / "best_teacher.csv")
+    assert list(thr.columns) == ["threshold", "sensitivity", "specificity", "f1"]
+    assert len(thr) == 101
+    rel = pd.read_csv(tmp_path / "reliability" / "kd_student.csv")
+    assert rel["count"].sum() == 90 and rel["count"].gt(0).all()
+    assert not (tmp_path / "training").exists()
+
+
+def test_threshold_sweep_matches_metrics_at_threshold() -> None:
+    rng = np.random.default_rng(5)
+    y = (rng.random(60) < 0.3).astype(int)
+    s = np.round(rng.random(60), 2)  # scores on the grid: ties with thresholds
+    sweep = threshold_sweep(y, s)
+    for t, row in zip(THRESHOLD_GRID, sweep.itertuples(), strict=True):
+        ref = M.metrics_at_threshold(y, s, float(t))
+        assert (row.sensitivity, row.specificity, row.f1) == pytest.approx(
+            (ref["sensitivity"], ref["specificity"], ref["f1"]), abs=1e-12
+        ), t
+
+
+def test_training_curves_merge_dvclive_tsvs(tmp_path: Path) -> None:
+    folder = tmp_path / "run" / "live" / "plots" / "metrics"
+    folder.mkdir(parents=True)
+    (folder / "val_pauc.tsv").write_text("step\tval_pauc\n0\t0.1\n1\t0.12\n")
+    (folder / "train_loss.tsv").write_text("step\ttrain_loss\n0\t0.7\n1\t0.5\n")
+    df = training_curves(tmp_path / "run")
+    assert list(df.columns) == ["step", "train_loss", "val_pauc"]
+    assert df["val_pauc"].tolist() == [0.1, 0.12]
+    with pytest.raises(UserError, match="no dvclive curves"):
+        training_curves(tmp_path / "missing")
+
+
+def test_pngs_are_written(evaluation: Evaluation, tmp_path: Path) -> None:
+    def load(_: str) -> np.ndarray:
+        return np.full((16, 16, 3), 128, dtype=np.uint8)
+
+    paths = render_pngs(evaluation, tmp_path, load)
+    assert len(paths) == 6
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

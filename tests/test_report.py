@@ -1,0 +1,163 @@
+"""Tests for melanoma_kd.report and the report stage script on a small constructed evaluation."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+from melanoma_kd.evaluate import evaluate_all, save_evaluation
+from melanoma_kd.io import read_json, write_json
+from melanoma_kd.plots import write_plot_data
+from tests.test_evaluate import CFG, RAW, SELECTED, make_predictions
+
+ROOT = Path(__file__).resolve().parents[1]
+GAIN_LINE = re.compile(
+    r"^- ΔROC-AUC = [+−]\d\.\d{4} \(95 % CI [+−]\d\.\d{4}\.\.[+−]\d\.\d{4}\), p = \d", re.M
+)
+
+
+def _stage() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("report_stage", ROOT / "stages" / "report.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding params.yaml and the evaluate stage's outputs (no PNGs: kept fast)."""
+    root = tmp_path_factory.mktemp("report")
+    params = {
+        **RAW,
+        "evaluate": {"sens_target": 0.95, "ece_bins": 15, "n_boot": CFG.n_boot, "seed": CFG.seed},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    specs, preds = make_predictions()
+    ev = evaluate_all(specs, preds, SELECTED, CFG)
+    save_evaluation(
+        ev,
+        predictions_dir=root / "metrics/predictions",
+        metrics_dir=root / "metrics/evaluate",
+        error_analysis_path=root / "metrics/error_analysis.json",
+        kd_gain_path=root / "metrics/kd_gain.json",
+    )
+    write_plot_data(ev, root / "plots", curves=False)
+    return root
+
+
+def _run(root: Path, out: str, **extra: str) -> str:
+    args = {
+        "--params": root / "params.yaml",
+        "--metrics-dir": root / "metrics/evaluate",
+        "--error-analysis": root / "metrics/error_analysis.json",
+        "--kd-gain": root / "metrics/kd_gain.json",
+        "--ablation": root / "plots/kd_ablation.csv",
+        "--baselines": root / "metrics/baselines.json",
+        "--benchmark": root / "metrics/benchmark.json",
+        "--plots-dir": root / "plots",
+        "--out": root / out,
+    }
+    args.update({k: root / v for k, v in extra.items()})
+    _stage().main([str(x) for kv in args.items() for x in kv])
+    return (root / out).read_text(encoding="utf-8")
+
+
+def test_report_has_every_model_and_the_kd_gain_line(workdir: Path) -> None:
+    text = _run(workdir, "reports/summary.md")
+    metrics = {p.stem: read_json(p) for p in (workdir / "metrics/evaluate").glob("*.json")}
+    assert len(metrics) == 9
+    for name, m in metrics.items():
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
+        assert f"{m['roc_auc']:.4f} [{m['roc_auc_ci_lo']:.4f}, {m['roc_auc_ci_hi']:.4f}]" in row
+        assert f"{m['pauc']:.4f} [{m['pauc_ci_lo']:.4f}, {m['pauc_ci_hi']:.4f}]" in row
+    gain = read_json(workdir / "metrics/kd_gain.json")
+    match = GAIN_LINE.search(text)
+    assert match, text
+    assert f"{gain['roc_auc_delta']:+.4f}".replace("-", "−") in match.group(0)
+    assert f"`{SELECTED}` was selected by the export stage on validation" in text
+    assert "| 4 | 0.5 | response |" in text and "**yes**" in text
+
+
+def test_report_is_byte_identical_across_runs(workdir: Path) -> None:
+    first = _run(workdir, "a/summary.md").encode()
+    second = _run(workdir, "b/summary.md").encode()
+    assert first == second
+
+
+def test_missing_optional_inputs_are_named(workdir: Path) -> None:
+    text = _run(workdir, "reports/missing.md")
+    assert "**Missing** — `" in text and "baselines.json` not found" in text
+    assert "benchmark.json` not found" in text
+    assert "| n/a | n/a | n/a |" in text
+
+
+def test_baselines_and_benchmark_fill_their_cells(workdir: Path, tmp_path: Path) -> None:
+    write_json(
+        tmp_path / "baselines.json",
+        {
+            "n_features": 42,
+            "logreg": {
+                "roc_auc": 0.71,
+                "pauc": 0.05,
+                "pr_auc": 0.3,
+                "ece": 0.1,
+                "sens95_sensitivity": 0.9,
+                "sens95_specificity": 0.4,
+                "f1": 0.35,
+            },
+        },
+    )
+
+    def runtime(size: float, p50: float) -> dict:
+        cell = {"p50_ms": p50, "p90_ms": p50 * 1.1, "mean_ms": p50, "runs": 10}
+        return {"size_mb": size, "threads_1": cell, "threads_all": cell}
+
+    write_json(
+        tmp_path / "benchmark.json",
+        {
+            "settings": {"deploy_size": 224},
+            "models": {
+                "student_kd": {
+                    "image_size": 64,
+                    "ort_fp32": runtime(6.1, 0.5),
+                    "ort_int8": runtime(1.7, 0.4),
+                },
+                "student_kd_224": {"image_size": 224, "ort_fp32": runtime(6.1, 1.6)},
+                "student_scratch": {"image_size": 64, "ort_fp32": runtime(6.1, 0.51)},
+                "teacher_resnet18": {"image_size": 64, "ort_fp32": runtime(44.7, 2.5)},
+            },
+        },
+    )
+    text = _run(
+        workdir,
+        "reports/full.md",
+        **{
+            "--baselines": str(tmp_path / "baselines.json"),
+            "--benchmark": str(tmp_path / "benchmark.json"),
+        },
+    )
+    assert "Missing" not in text.split("## Plots")[0]
+    assert "| `logreg` | 0.7100 | 0.0500 |" in text and "(42 features)" in text
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| `")}
+    assert rows[f"| `{SELECTED}`"].endswith("| 6.10 | 0.500 | 1.600 |")
+    assert rows["| `kd_onnx_int8`"].endswith("| 1.70 | 0.400 | — |")
+    assert rows["| `teacher_resnet18`"].endswith("| 44.70 | 2.500 | — |")
+    assert rows["| `teacher_efficientnet_b0`"].endswith("| — | — | — |")  # not benchmarked
+    assert rows["| `kd_1-0.5-response`"].endswith("| — | — | — |")  # grid point not exported
+
+
+def test_missing_required_input_is_one_clear_error(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        _run(workdir, "reports/never.md", **{"--kd-gain": "metrics/nope.json"})
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "nope.json: not found" in err and "\n" not in err
+    assert not (workdir / "reports/never.md").exists()
