@@ -18,19 +18,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--splits", required=True)
     ap.add_argument("--images", required=True, help="preprocessed images (remove_hair output)")
+    ap.add_argument("--synth-csv", required=True, help="kept generated positives (table)")
+    ap.add_argument("--synth-images", required=True, help="kept generated positives (images)")
     ap.add_argument("--out-dir", required=True)
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
-    splits = pd.read_csv(args.splits, dtype={"image_id": str, "lesion_id": str, "patient_id": str})
+    ids = {"image_id": str, "lesion_id": str, "patient_id": str}
+    splits = pd.read_csv(args.splits, dtype=ids)
+    hashed = {"splits": args.splits, "images": args.images}
+    extra = None
+    if params.train.synthetic_positives:
+        extra = (pd.read_csv(args.synth_csv, dtype=ids), args.synth_images)
+        hashed |= {"synth_csv": args.synth_csv, "synth_images": args.synth_images}
     inputs_hash = sha256_json(
-        {
-            "splits": sha256_file(args.splits),
-            "images": sha256_file(args.images),
-            "size": params.cache.size,
-        }
+        {**{k: sha256_file(v) for k, v in hashed.items()}, "size": params.cache.size}
     )
-    counts = build_caches(splits, args.images, args.out_dir, params.cache.size, inputs_hash)
+    counts = build_caches(splits, args.images, args.out_dir, params.cache.size, inputs_hash, extra)
     print(
         "cache: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" at {params.cache.size} px"
     )

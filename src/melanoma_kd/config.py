@@ -76,7 +76,9 @@ class PreprocessParams(Section):
 
     hair_removal: bool = True
     blackhat_kernel: Annotated[int, Field(ge=3, le=51)] = 9
-    threshold: Annotated[int, Field(ge=1, le=255)] = 12
+    kernel_shape: Literal["ellipse", "cross", "rect"] = "ellipse"
+    threshold: Annotated[int, Field(ge=1, le=255)] = 30
+    min_hair_length: NonNegInt = 12  # px; shorter detections (dots, network) are not hair
     dilate: NonNegInt = 1
     inpaint_radius: Annotated[int, Field(ge=1, le=20)] = 3
     workers: NonNegInt = 0  # 0 = all cores
@@ -210,6 +212,42 @@ class EvaluateParams(Section):
     seed: NonNegInt = 0
 
 
+class SynthParams(Section):
+    """Generated positives (``synth_positives``) and their VGG16 filter (``perceptual_filter``).
+
+    Band (filter): with ``R`` the real-to-real nearest-neighbour distances of the train
+    positives, a candidate at distance ``d`` from its nearest real train positive is kept iff
+    ``low_factor * Q_R(low_quantile) <= d <= high_factor * Q_R(high_quantile)``; below is a
+    near-duplicate, above is unrealistic.
+    """
+
+    # synth_positives
+    ratio: Annotated[float, Field(ge=0.0, le=50.0)] = 1.0  # candidates per real train positive
+    seed: NonNegInt = 0
+    scale_min: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8
+    scale_max: Annotated[float, Field(ge=1.0, le=2.0)] = 1.2
+    elastic_alpha: Annotated[float, Field(ge=0.0, le=0.2)] = 0.03  # max shift / patch side
+    elastic_sigma: Annotated[float, Field(gt=0.0, le=0.5)] = 0.08  # smoothing / patch side
+    color: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1  # gains 1±color, hue ±30°·color
+    mask_dilate: Annotated[float, Field(ge=0.0, le=0.2)] = 0.04  # / shorter side (min 8 px)
+    # perceptual_filter
+    image_size: Annotated[int, Field(ge=32, le=512)] = 64  # VGG16 input side
+    batch_size: PositiveInt = 32
+    num_threads: PositiveInt = 2
+    low_quantile: Fraction = 0.05
+    low_factor: Annotated[float, Field(ge=0.0, le=10.0)] = 1.0
+    high_quantile: Fraction = 0.95
+    high_factor: Annotated[float, Field(ge=0.0, le=10.0)] = 1.5
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SynthParams:
+        if self.low_quantile > self.high_quantile:
+            raise ValueError("low_quantile must be <= high_quantile")
+        if self.low_factor > self.high_factor:
+            raise ValueError("low_factor must be <= high_factor")
+        return self
+
+
 class PredictParams(Section):
     """The ``melanoma-kd predict`` CLI."""
 
@@ -235,6 +273,7 @@ class Params(Section):
     benchmark: BenchmarkParams = Field(default_factory=BenchmarkParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     predict: PredictParams = Field(default_factory=PredictParams)
+    synth: SynthParams = Field(default_factory=SynthParams)
 
     @model_validator(mode="after")
     def _cache_serves_every_model(self) -> Params:

@@ -82,10 +82,13 @@ def build_caches(
     out_dir: str | Path,
     size: int,
     inputs_hash: str,
+    extra_train: tuple[pd.DataFrame, str | Path] | None = None,
 ) -> dict[str, int]:
     """Resize every preprocessed image once and write ``<out_dir>/<split>.h5`` for each split.
 
-    The directory appears only once all three files are complete.
+    ``extra_train`` = (rows, PNG store) appends generated training images (e.g. the kept
+    synthetic positives) to the train split only. The directory appears only once all three
+    files are complete.
     """
     from melanoma_kd.data.preprocessed import open_preprocessed
 
@@ -97,6 +100,15 @@ def build_caches(
                 resize_shorter_center_crop(store.get(i), size)
                 for i in tqdm(rows["image_id"], desc=f"cache {split}", disable=None, unit="img")
             ]
+            if split == "train" and extra_train is not None and len(extra_train[0]):
+                extra_rows, extra_path = extra_train
+                with open_preprocessed(extra_path) as extra:
+                    images += [
+                        resize_shorter_center_crop(extra.get(i), size)
+                        for i in extra_rows["image_id"]
+                    ]
+                rows = pd.concat([rows, extra_rows[rows.columns.intersection(extra_rows.columns)]])
+                rows = rows.reset_index(drop=True)
             write_split_cache(tmp_dir / f"{split}.h5", rows, images, size, split, inputs_hash)
             counts[split] = len(rows)
     return counts
