@@ -100,7 +100,7 @@ def load_inputs(
     ablation_path = Path(ablation)
     if not ablation_path.is_file():
         raise UserError(f"{ablation_path}: not found (KD ablation table; run the evaluate stage)")
-    bench = _read_optional(Path(benchmark))
+    bench = _read_optional(Path(benchmark)) if str(benchmark) else None
     if bench is not None and not isinstance(bench.get("models"), dict):
         raise UserError(f"{benchmark}: expected a 'models' object (written by the benchmark stage)")
     return ReportInputs(
@@ -266,7 +266,13 @@ def _models_section(inputs: ReportInputs, selected: str, best_teacher: str) -> l
         *table(header, rows, "ll" + "r" * (len(header) - 2)),
         "",
     ]
-    if bench is None:
+    if bench is None and not inputs.benchmark_path:
+        lines.append(
+            "Size and latency come from the `benchmark` stage (`reports/deployment.md`, "
+            "`metrics/benchmark.json`). Timings are not bitwise reproducible, so they are kept "
+            "out of this committed, verified summary by design; cells show n/a."
+        )
+    elif bench is None:
         lines.append(
             f"Size and latency: **missing** — `{inputs.benchmark_path}` not found "
             "(run the `benchmark` stage); cells show n/a."

@@ -1,0 +1,81 @@
+"""The ``melanoma-kd`` command.
+
+    melanoma-kd predict IMAGE... [--model PATH] [--json] [--params params.yaml]
+
+prints, per image, P(melanoma) and the decision at the threshold chosen on validation (one line
+each, or one JSON list with ``--json``). A file that cannot be used (missing, not an image,
+truncated, over ``predict.max_pixels``) gets one ``error:`` line on stderr; the other files are
+still answered, and the exit status is 2 if any file failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from melanoma_kd.errors import EXIT_USER_ERROR, cli_entry
+
+DEFAULT_MODEL = "models/onnx/student_kd.onnx"  # the export stage's selected KD student
+
+
+def _max_pixels(params_path: str, explicit: bool) -> int:
+    """``predict.max_pixels`` from params.yaml; the default when the file is absent."""
+    from melanoma_kd.config import PredictParams, load_params
+
+    if Path(params_path).is_file() or explicit:
+        return load_params(params_path).predict.max_pixels
+    return PredictParams().max_pixels
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from melanoma_kd.predict import predict_files
+
+    max_pixels = _max_pixels(args.params, args.params_given)
+    results = predict_files(args.images, args.model, max_pixels)
+    for r in results:
+        if r.error:
+            print(f"error: {r.error}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            if not r.error:
+                print(r.line())
+    return EXIT_USER_ERROR if any(r.error for r in results) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (subcommands); building it imports nothing heavy."""
+    ap = argparse.ArgumentParser(prog="melanoma-kd", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser(
+        "predict",
+        help="P(melanoma) and decision for image files",
+        description="P(melanoma) and the validation-threshold decision for each image.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"ONNX model (default {DEFAULT_MODEL})")
+    p.add_argument("--json", action="store_true", help="print one JSON list instead of lines")
+    p.add_argument(
+        "--params",
+        default=None,
+        help="params.yaml for predict.max_pixels (default: ./params.yaml if present)",
+    )
+    p.set_defaults(func=_predict)
+    return ap
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``melanoma-kd``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    args.params_given = args.params is not None
+    if args.params is None:
+        args.params = "params.yaml"
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

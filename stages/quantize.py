@@ -1,0 +1,53 @@
+"""quantize: the selected student → ONNX Runtime static QDQ INT8 (deployed) + dynamic INT8
+(comparison only), calibrated on seeded train images, compared with fp32 on validation."""
+
+from __future__ import annotations
+
+import argparse
+
+from melanoma_kd.config import load_params
+from melanoma_kd.deploy import quantize_student
+from melanoma_kd.errors import cli_entry
+from melanoma_kd.io import write_json
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--model", required=True, help="fp32 ONNX student")
+    ap.add_argument("--train-cache", required=True, help="calibration images are drawn from it")
+    ap.add_argument("--val-cache", required=True)
+    ap.add_argument("--out", required=True, help="static QDQ INT8 model")
+    ap.add_argument("--dynamic-out", required=True, help="dynamic INT8 model (comparison)")
+    ap.add_argument("--deploy-model", help="fp32 deploy-size copy to quantize for latency")
+    ap.add_argument("--deploy-out")
+    ap.add_argument("--metrics", required=True)
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params)
+    q = params.quantize
+    report = quantize_student(
+        args.model,
+        args.out,
+        args.dynamic_out,
+        args.train_cache,
+        args.val_cache,
+        calibration_size=q.calibration_size,
+        method=q.method,
+        per_channel=q.per_channel,
+        seed=params.train.seed,
+        sens_target=params.evaluate.sens_target,
+        deploy_fp32=args.deploy_model,
+        deploy_out=args.deploy_out,
+    )
+    write_json(args.metrics, report)
+    print(
+        f"quantize: {report['fp32_size_mb']:.2f} MB -> {report['int8_size_mb']:.2f} MB "
+        f"({report['int8_size_ratio']:.2f}x); val ROC-AUC {report['fp32_val_roc_auc']:.4f} -> "
+        f"{report['int8_val_roc_auc']:.4f}; Spearman {report['int8_spearman_vs_fp32']:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,383 @@
+"""Deployment: KD point selection, ONNX export parity, INT8 quantization, latency benchmark."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import timm
+import torch
+from scipy.stats import spearmanr
+
+from melanoma_kd import deploy
+from melanoma_kd.data.cache import write_split_cache
+from melanoma_kd.errors import UserError
+from melanoma_kd.inference import score_checkpoint
+from melanoma_kd.io import write_json
+from melanoma_kd.models.build import NUM_CLASSES, save_checkpoint
+
+TINY_ARCH = "mobilenetv3_small_050"
+SIZE = 32
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def tiny_images(n: int, size: int = SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth random RGB images with a dark blob whose size depends on the label."""
+    rng = np.random.default_rng(seed)
+    labels = np.array([i % 3 == 0 for i in range(n)], dtype=np.int64)
+    images = []
+    for label in labels:
+        img = rng.integers(90, 230, size=(size, size, 3), dtype=np.uint8)
+        img = cv2.GaussianBlur(img, (5, 5), 2.0)
+        radius = int(rng.integers(8, 12) if label else rng.integers(3, 7))
+        centre = (int(rng.integers(12, size - 12)), int(rng.integers(12, size - 12)))
+        cv2.circle(img, centre, radius, tuple(int(v) for v in rng.integers(10, 80, 3)), -1)
+        images.append(img)
+    return np.stack(images), labels
+
+
+def write_cache(path: Path, n: int, seed: int, split: str) -> Path:
+    """A real cache split file of ``n`` tiny images."""
+    images, labels = tiny_images(n, seed=seed)
+    rows = pd.DataFrame(
+        {
+            "image_id": [f"ISIC_{seed:02d}{i:05d}" for i in range(n)],
+            "label": labels,
+            "patient_id": [f"IP_{i // 2:05d}" for i in range(n)],
+            "lesion_id": [f"IL_{i:05d}" for i in range(n)],
+        }
+    )
+    write_split_cache(path, rows, list(images), SIZE, split, "test")
+    return path
+
+
+def tiny_checkpoint(path: Path, cache: Path, seed: int = 0, steps: int = 20) -> Path:
+    """A tiny timm model briefly fitted to ``cache`` (a few full-batch Adam steps).
+
+    A few steps give realistic BatchNorm statistics and scores that spread with the input (a
+    random-init model scores everything ~0.5), without the cost of real training.
+    """
+    from melanoma_kd.data.dataset import CacheDataset
+    from melanoma_kd.data.transforms import model_input
+    from melanoma_kd.models.build import IMAGENET_MEAN, IMAGENET_STD
+
+    torch.manual_seed(seed)
+    model = timm.create_model(TINY_ARCH, pretrained=False, num_classes=NUM_CLASSES)
+    ds = CacheDataset(cache)
+    images = torch.stack([ds.read(i) for i in range(len(ds))])
+    x = model_input(images, SIZE, IMAGENET_MEAN, IMAGENET_STD)
+    y = torch.from_numpy(ds.labels)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval()
+    meta = {"arch": TINY_ARCH, "image_size": SIZE, "val_pauc": 0.1, "val_roc_auc": 0.8}
+    save_checkpoint(path, model, meta)
+    return path
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Train/val caches, a checkpoint and its fp32 ONNX export (shared by the module)."""
+    root = tmp_path_factory.mktemp("deploy")
+    torch.set_num_threads(1)
+    train = write_cache(root / "cache" / "train.h5", 40, seed=1, split="train")
+    val = write_cache(root / "cache" / "val.h5", 36, seed=2, split="val")
+    ckpt = tiny_checkpoint(root / "models" / "tiny.pt", train)
+    onnx_path = root / "onnx" / "student_kd.onnx"
+    report = deploy.export_checkpoint(
+        ckpt,
+        onnx_path,
+        val,
+        name="student_kd",
+        opset=17,
+        atol=1e-4,
+        metadata={"threshold": 0.5, "cache_size": SIZE},
+    )
+    return {
+        "root": root,
+        "train": train,
+        "val": val,
+        "ckpt": ckpt,
+        "onnx": onnx_path,
+        "report": report,
+    }  # type: ignore[dict-item]
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def _summary(root: Path, point: str, pauc: float, auc: float, **extra: float) -> None:
+    write_json(root / point / "summary.json", {"val_pauc": pauc, "val_roc_auc": auc, **extra})
+
+
+def test_select_student_uses_validation_pauc_then_auc_then_name(tmp_path: Path) -> None:
+    _summary(tmp_path, "1-0.5-response", 0.10, 0.80)
+    _summary(tmp_path, "2-0.5-response", 0.10, 0.85)
+    # best on holdout, worse on validation: must not be chosen
+    _summary(tmp_path, "4-0.9-feature", 0.09, 0.99, holdout_pauc=0.2)
+    assert deploy.select_student(tmp_path) == "2-0.5-response"
+    _summary(tmp_path, "0-0.5-response", 0.10, 0.85)  # exact tie -> name order
+    assert deploy.select_student(tmp_path) == "0-0.5-response"
+    ranking = deploy.rank_students(tmp_path)
+    assert [r["point"] for r in ranking][-1] == "4-0.9-feature"
+
+
+def test_select_student_restricted_to_the_current_grid(tmp_path: Path) -> None:
+    _summary(tmp_path, "1-0.5-response", 0.10, 0.80)
+    _summary(tmp_path, "9-0.5-response", 0.19, 0.99)  # a stale point no longer in params
+    assert deploy.select_student(tmp_path, ["1-0.5-response"]) == "1-0.5-response"
+    with pytest.raises(UserError, match=r"2-0\.9-feature"):
+        deploy.select_student(tmp_path, ["1-0.5-response", "2-0.9-feature"])
+
+
+def test_select_student_bad_summaries(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        deploy.select_student(tmp_path / "missing")
+    with pytest.raises(UserError, match="no KD point"):
+        deploy.select_student(tmp_path)
+    write_json(tmp_path / "p" / "summary.json", {"val_roc_auc": 0.8})
+    with pytest.raises(UserError, match="val_pauc"):
+        deploy.select_student(tmp_path)
+
+
+def test_validation_thresholds(tmp_path: Path) -> None:
+    path = tmp_path / "val_predictions.csv"
+    pd.DataFrame(
+        {
+            "image_id": list("abcdefg"),
+            "label": [0, 0, 1, 0, 0, 1, 1],
+            "score": [0.1, 0.2, 0.3, 0.4, 0.5, 0.8, 0.9],
+        }
+    ).to_csv(path, index=False)
+    t = deploy.validation_thresholds(path, 0.95)
+    assert t["threshold"] == pytest.approx(0.3)  # highest threshold keeping all 3 positives
+    assert t["threshold_max_f1"] == pytest.approx(0.8)
+    assert "validation" in t["threshold_rule"]
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_export_parity_metadata_and_dynamic_batch(workspace: dict) -> None:
+    path, report = workspace["onnx"], workspace["report"]["native"]
+    assert report["max_abs_prob_diff"] <= 1e-4
+    assert report["parity_images"] == 32  # the first validation batch
+    meta = deploy.read_metadata(path)
+    assert meta["arch"] == TINY_ARCH and meta["image_size"] == SIZE
+    assert meta["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert meta["threshold"] == 0.5 and meta["name"] == "student_kd"
+    assert meta["num_params"] > 0 and meta["source_checkpoint"] == str(workspace["ckpt"])
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == ["image"] and [o.name for o in graph.output] == [
+        "logits"
+    ]
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    clf = deploy.OnnxClassifier(path, threads=1)
+    for n in (1, 5):
+        assert clf.logits(np.zeros((n, 3, SIZE, SIZE), np.float32)).shape == (n, 2)
+    # score_onnx agrees with the PyTorch scorer on the whole split
+    onnx_scores = deploy.score_onnx(path, workspace["val"], threads=1)
+    torch_scores = score_checkpoint(workspace["ckpt"], workspace["val"])
+    assert list(onnx_scores.columns) == ["image_id", "label", "score", "patient_id"]
+    assert (onnx_scores["image_id"] == torch_scores["image_id"]).all()
+    assert np.abs(onnx_scores["score"] - torch_scores["score"]).max() <= 1e-4
+
+
+def test_export_deploy_size_copy(workspace: dict, tmp_path: Path) -> None:
+    out, deploy_out = tmp_path / "m.onnx", tmp_path / "m_64.onnx"
+    report = deploy.export_checkpoint(
+        workspace["ckpt"],
+        out,
+        workspace["val"],
+        name="m",
+        opset=17,
+        atol=1e-4,
+        metadata={"threshold": 0.3, "preprocess": {"hair_removal": False}},
+        deploy_out=deploy_out,
+        deploy_size=64,
+    )
+    assert report["deploy"]["max_abs_prob_diff"] <= 1e-4
+    meta = deploy.read_metadata(deploy_out)
+    assert meta["image_size"] == 64 and meta["latency_only"] is True
+    assert meta["trained_image_size"] == SIZE
+    assert "threshold" not in meta and "preprocess" not in meta  # not for predictions
+
+
+def test_export_parity_failure_raises_and_leaves_no_file(
+    workspace: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = deploy.OnnxClassifier.logits
+    monkeypatch.setattr(
+        deploy.OnnxClassifier, "logits", lambda self, x: real(self, x) + np.array([0.0, 0.5])
+    )
+    out = tmp_path / "bad.onnx"
+    with pytest.raises(UserError, match="parity failed"):
+        deploy.export_checkpoint(
+            workspace["ckpt"], out, workspace["val"], name="bad", opset=17, atol=1e-4
+        )
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary
+
+
+def test_export_missing_checkpoint_is_user_error(workspace: dict, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="checkpoint not found"):
+        deploy.export_checkpoint(
+            tmp_path / "nope.pt",
+            tmp_path / "x.onnx",
+            workspace["val"],
+            name="x",
+            opset=17,
+            atol=1e-4,
+        )
+
+
+# --------------------------------------------------------------------------- quantization
+
+
+def test_calibration_draw_is_seeded_and_distinct() -> None:
+    a = deploy.calibration_indices(100, 16, seed=3)
+    assert (a == deploy.calibration_indices(100, 16, seed=3)).all()
+    assert len(set(a.tolist())) == 16 and (np.diff(a) > 0).all()
+    assert not (a == deploy.calibration_indices(100, 16, seed=4)).all()
+    assert len(deploy.calibration_indices(10, 16, seed=0)) == 10
+
+
+@pytest.fixture(scope="module")
+def quantized(workspace: dict) -> dict:
+    d = workspace["root"] / "onnx"
+    report = deploy.quantize_student(
+        workspace["onnx"],
+        d / "student_kd_int8.onnx",
+        d / "student_kd_int8_dynamic.onnx",
+        workspace["train"],
+        workspace["val"],
+        calibration_size=24,
+        method="MinMax",
+        per_channel=True,
+        seed=0,
+        sens_target=0.95,
+    )
+    return report
+
+
+def test_static_int8_runs_and_tracks_fp32(workspace: dict, quantized: dict) -> None:
+    d = workspace["root"] / "onnx"
+    int8 = d / "student_kd_int8.onnx"
+    fp = deploy.score_onnx(workspace["onnx"], workspace["val"], threads=1)
+    q = deploy.score_onnx(int8, workspace["val"], threads=1)
+    rho = spearmanr(fp["score"], q["score"]).statistic
+    assert rho >= 0.98, rho
+    assert quantized["int8_spearman_vs_fp32"] == pytest.approx(rho, abs=1e-6)
+    # it really is a QDQ INT8 graph with int8 weights
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert deploy.file_mb(int8) < deploy.file_mb(workspace["onnx"])
+    meta = deploy.read_metadata(int8)
+    assert meta["quantization"] == "static_qdq" and meta["calibration_images"] == 24
+    assert meta["arch"] == TINY_ARCH and meta["image_size"] == SIZE
+    assert meta["threshold"] == pytest.approx(
+        deploy.thresholds_from_scores(q["label"].to_numpy(), q["score"].to_numpy(), 0.95)[
+            "threshold"
+        ]
+    )
+    assert (d / "student_kd_int8_dynamic.onnx").is_file()
+
+
+def test_quantize_report_is_flat(quantized: dict) -> None:
+    for key in (
+        "fp32_size_mb",
+        "int8_size_mb",
+        "int8_size_ratio",
+        "fp32_val_roc_auc",
+        "int8_val_roc_auc",
+        "int8_val_roc_auc_drop",
+        "int8_spearman_vs_fp32",
+        "int8_dynamic_val_roc_auc",
+        "int8_dynamic_size_mb",
+    ):
+        assert isinstance(quantized[key], float), key
+    assert quantized["method"] == "MinMax" and quantized["activation_type"] == "QUInt8"
+    assert quantized["int8_size_ratio"] > 1
+    assert all(not isinstance(v, dict | list) for v in quantized.values())
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def _no_lists(obj: object) -> bool:
+    if isinstance(obj, dict):
+        return all(_no_lists(v) for v in obj.values())
+    return not isinstance(obj, list | tuple)
+
+
+def test_benchmark_schema_report_and_plot(
+    workspace: dict, quantized: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "all cores" = 1 here: the schema is the point, and a 2-thread pool on a shared CI box
+    # costs seconds per call.
+    monkeypatch.setattr(deploy, "all_cores", lambda: 1)
+    d = workspace["root"] / "onnx"
+    for name in ("student_scratch", "teacher_tiny"):
+        shutil.copy(workspace["onnx"], d / f"{name}.onnx")
+    bench = deploy.benchmark(
+        d, ["tiny"], warmup=1, runs=3, deploy_size=224, quantize_metrics=quantized
+    )
+    json.dumps(bench)  # serialisable
+    assert _no_lists(bench)
+    assert set(bench) == {"cpu", "settings", "models", "ratios"}
+    assert {"model", "logical_cores", "vnni", "isa_avx2", "isa_flags"} <= set(bench["cpu"])
+    assert bench["settings"]["runs"] == 3 and bench["settings"]["batch"] == 1
+    assert set(bench["models"]) == {"student_kd", "student_scratch", "teacher_tiny"}
+    kd = bench["models"]["student_kd"]
+    assert {"torch_fp32", "ort_fp32", "ort_int8", "ort_int8_dynamic"} <= set(kd)
+    assert kd["params"] > 0 and kd["image_size"] == SIZE
+    for runtime in ("torch_fp32", "ort_fp32", "ort_int8"):
+        row = kd[runtime]
+        assert row["size_mb"] > 0
+        for threads in ("threads_1", "threads_all"):
+            cell = row[threads]
+            assert cell["runs"] == 3
+            assert 0 < cell["p50_ms"] <= cell["p90_ms"] + 1e-9
+    assert kd["ort_int8"]["val_pauc"] == quantized["int8_val_pauc"]
+    assert "ort_int8" not in bench["models"]["teacher_tiny"]
+    assert bench["ratios"]["teacher_best"] == "tiny"
+    assert bench["ratios"]["teacher_best_over_student_ort_fp32_p50_t1"] > 0
+    table = deploy.deployment_table(bench, quantized)
+    assert "| student_kd | ORT INT8 static QDQ |" in table and "teacher_best" in table
+    plot = tmp_path / "latency_pareto.png"
+    deploy.plot_latency_pareto(bench, plot)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_benchmark_missing_model_is_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"student_kd\.onnx"):
+        deploy.benchmark(tmp_path, ["resnet18"], warmup=0, runs=1, deploy_size=224)
+
+
+def test_time_runs_and_pareto_front() -> None:
+    stats = deploy.time_runs(lambda: None, warmup=2, runs=20)
+    assert stats["runs"] == 20 and 0 <= stats["p50_ms"] <= stats["p90_ms"]
+    points = [("a", 1.0, 0.05), ("b", 2.0, 0.04), ("c", 3.0, 0.1), ("d", 0.5, 0.01)]
+    assert [p[0] for p in deploy.pareto_front(points)] == ["d", "a", "c"]
+
+
+def test_cpu_info_parses_flags(tmp_path: Path) -> None:
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("model name\t: Test CPU 9000\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f\n")
+    info = deploy.cpu_info(fake)
+    assert info["model"] == "Test CPU 9000"
+    assert info["isa_avx2"] and info["isa_avx512f"] and not info["isa_avx512_vnni"]
+    assert info["vnni"] is False and "avx2" in info["isa_flags"]
