@@ -19,6 +19,7 @@ from melanoma_kd.data.dataset import CacheDataset
 from melanoma_kd.data.transforms import model_input
 from melanoma_kd.distill import pooled_taps
 from melanoma_kd.errors import UserError
+from melanoma_kd.inference import default_device
 from melanoma_kd.io import atomic_path, read_json
 from melanoma_kd.models.build import load_checkpoint
 
@@ -29,7 +30,12 @@ def choose_teacher(choice: str, archs: list[str], metrics_root: str | Path) -> s
         if choice not in archs:
             raise UserError(f"distill.teacher: {choice!r} is not in teachers.archs {archs}")
         return choice
-    scores = {a: read_json(Path(metrics_root) / a / "summary.json")["val_pauc"] for a in archs}
+    scores = {}
+    for arch in archs:
+        path = Path(metrics_root) / arch / "summary.json"
+        if not path.is_file():
+            raise UserError(f"{path}: teacher summary not found (train teacher {arch} first)")
+        scores[arch] = read_json(path)["val_pauc"]
     return max(archs, key=lambda a: (scores[a], -archs.index(a)))
 
 
@@ -46,6 +52,8 @@ def compute_teacher_outputs(
 ) -> dict[str, int | str]:
     """Write ``logits`` (E×N×2) and ``features_k`` (E×N×C_k) float32 to ``out_path``."""
     model, meta = load_checkpoint(checkpoint)
+    device = default_device()
+    model.to(device)
     size, mean, std = int(meta["image_size"]), tuple(meta["mean"]), tuple(meta["std"])
     ds = CacheDataset(train_cache, augment=augment, seed=seed)
     n = len(ds)
@@ -56,9 +64,9 @@ def compute_teacher_outputs(
             ds.set_epoch(epoch)
             for batch in DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0):
                 idx = batch["index"].numpy()
-                logits, feats = pooled_taps(
-                    model, model_input(batch["image"], size, mean, std), n_stages
-                )
+                x = model_input(batch["image"], size, mean, std).to(device)
+                logits, feats = pooled_taps(model, x, n_stages)
+                logits, feats = logits.cpu(), [f.cpu() for f in feats]
                 if logits_ds is None:
                     logits_ds = h5.create_dataset(
                         "logits", (epochs, n, 2), np.float32, track_times=False

@@ -87,23 +87,21 @@ class Schedule:
 
 
 def _loader(ds: CacheDataset, cfg: TrainParams, epoch: int) -> DataLoader:
+    """Epoch ``epoch``'s seeded order (or balanced draw); a lone last sample is dropped, since
+    BatchNorm cannot train on a batch of one."""
     seed = cfg.seed * 100_003 + epoch
-    if cfg.balanced_sampler:
-        return DataLoader(
-            ds,
-            batch_size=cfg.batch_size,
-            sampler=balanced_sampler(ds.labels, seed),
-            num_workers=cfg.num_workers,
-            pin_memory=torch.cuda.is_available(),
-        )
-    gen = torch.Generator().manual_seed(seed)
+    order = (
+        {"sampler": balanced_sampler(ds.labels, seed)}
+        if cfg.balanced_sampler
+        else {"shuffle": True, "generator": torch.Generator().manual_seed(seed)}
+    )
     return DataLoader(
         ds,
         batch_size=cfg.batch_size,
-        shuffle=True,
-        generator=gen,
         num_workers=cfg.num_workers,
         pin_memory=torch.cuda.is_available(),
+        drop_last=len(ds) % cfg.batch_size == 1,
+        **order,
     )
 
 
@@ -112,9 +110,10 @@ def validate(
 ) -> tuple[dict[str, float], np.ndarray]:
     """Validation loss (task loss), ROC-AUC and pAUC; returns (metrics, P(melanoma))."""
     logits = predict_logits(objective.student, val, sched.image_size, sched.mean, sched.std)
-    labels = torch.from_numpy(val.labels)
+    device = next(objective.student.parameters()).device
+    labels = torch.from_numpy(val.labels).to(device)
     with torch.no_grad():
-        loss = float(objective.task_loss(logits.to(labels.device), labels))
+        loss = float(objective.task_loss(logits.to(device), labels))
     scores = probabilities(logits)
     return {
         "val_loss": loss,

@@ -47,6 +47,8 @@ def write_split_cache(
 ) -> None:
     """Write one split's cache atomically. ``images`` are already ``size``×``size``×3 uint8."""
     n = len(rows)
+    if len(images) != n:
+        raise ValueError(f"{path}: {len(images)} images for {n} rows")
     with atomic_path(path) as tmp, h5py.File(tmp, "w", libver="v110", track_order=False) as h5:
         ds = h5.create_dataset(
             "images",

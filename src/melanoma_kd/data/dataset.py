@@ -38,6 +38,7 @@ class CacheDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self._h5: h5py.File | None = None
+        self._images: h5py.Dataset | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -48,15 +49,16 @@ class CacheDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_h5"] = None  # never ship an open handle to a worker
+        state["_h5"] = state["_images"] = None  # never ship an open handle to a worker
         return state
 
     def read(self, index: int) -> torch.Tensor:
         """The stored (un-augmented) image as uint8 CHW."""
-        if self._h5 is None:
+        if self._images is None:
             self._h5 = h5py.File(self.path, "r")
+            self._images = self._h5["images"]
         try:
-            arr = self._h5["images"][index]
+            arr = self._images[index]
         except OSError as exc:
             raise UserError(f"{self.path}: unreadable image {index} ({exc})") from None
         return torch.from_numpy(arr).permute(2, 0, 1).contiguous()

@@ -41,7 +41,7 @@ def augmented_view(
 ) -> torch.Tensor:
     """Apply ``augment`` to a uint8 CHW image with the RNG fixed by ``(seed, epoch, index)``."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(view_seed(seed, epoch, index))
+        torch.default_generator.manual_seed(view_seed(seed, epoch, index))  # CPU RNG only
         return augment(image)
 
 

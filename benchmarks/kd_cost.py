@@ -1,0 +1,184 @@
+"""Cost of the KD grid: one KD point vs one scratch-student run vs one teacher-outputs pass.
+
+On a temporary cache (default 512 train + 128 val images, 64 px, written from seeded synthetic
+arrays) this times, with the same epochs and the same recipe:
+
+* **scratch** — ``runs.run_training`` with the ``Supervised`` objective (the ``train_student``
+  stage's work: augmentation, training, per-epoch validation, dvclive, best checkpoint);
+* **response** / **feature** — the same call with ``ResponseKD`` / ``FeatureKD`` on cached teacher
+  outputs (one ``distill@T-α-method`` grid point each);
+* **teacher pass** — ``compute_teacher_outputs`` for a resnet18 teacher at 64 px over the same
+  epochs × train views (the ``teacher_outputs`` stage). The teacher checkpoint is a randomly
+  initialised resnet18: its training cost is not part of the KD grid's cost.
+
+Runs alternate (scratch, response, feature, then the reverse order, ...) and each figure is the
+median over ``--rounds``. Process start-up and imports, which every DVC stage pays equally, are
+not included. The budget from DESIGN.md is: a grid of n points ≤ 1.3·n scratch runs + one
+teacher pass. The prediction for the default grid (n = 12: T ∈ {1, 2, 4} × α ∈ {0.5, 0.9} ×
+{response, feature}) uses the median response time for its 6 response points and the median
+feature time for its 6 feature points.
+
+    .venv/bin/python benchmarks/kd_cost.py [--threads 2] [--images 512] [--epochs 2] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import io
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import timm
+import torch
+
+from melanoma_kd.config import Params, StudentParams, TrainParams
+from melanoma_kd.data.cache import write_split_cache
+from melanoma_kd.data.transforms import build_augment
+from melanoma_kd.distill import FeatureKD, ResponseKD, Supervised
+from melanoma_kd.models.build import save_checkpoint
+from melanoma_kd.runs import RunPaths, run_training
+from melanoma_kd.teacher_outputs import compute_teacher_outputs, teacher_feature_dims
+
+SIZE, TEMPERATURE, ALPHA, GRID_N = 64, 2.0, 0.5, 12
+
+
+def write_cache(path: Path, n: int, seed: int, split: str) -> None:
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < 0.25).astype(np.int64)
+    base = rng.integers(0, 200, (n, SIZE, SIZE, 3)).astype(np.int16)
+    images = (base + 40 * labels[:, None, None, None]).clip(0, 255).astype(np.uint8)
+    rows = pd.DataFrame(
+        {
+            "image_id": [f"{split}{i:05d}" for i in range(n)],
+            "label": labels,
+            "patient_id": [f"p{i}" for i in range(n)],
+            "lesion_id": [f"l{i}" for i in range(n)],
+        }
+    )
+    write_split_cache(path, rows, images, SIZE, split, "benchmark")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench_kd_cost_") as tmp:
+        root = Path(tmp)
+        os.chdir(root)  # dvclive and every output stay inside the temporary directory
+        cache = root / "cache"
+        cache.mkdir()
+        write_cache(cache / "train.h5", args.images, 0, "train")
+        write_cache(cache / "val.h5", max(args.images // 4, 16), 1, "val")
+        params = Params(
+            train=TrainParams(num_threads=args.threads, batch_size=32, patience=100),
+            student=StudentParams(image_size=SIZE, epochs=args.epochs),
+        )
+        torch.set_num_threads(args.threads)
+        s, stages = params.student, params.distill.feature_stages
+
+        torch.manual_seed(0)
+        teacher_ckpt = root / "teacher.pt"
+        save_checkpoint(
+            teacher_ckpt,
+            timm.create_model("resnet18", num_classes=2),
+            {"arch": "resnet18", "image_size": SIZE},
+        )
+        outputs = root / "teacher_outputs.h5"
+
+        def teacher_pass() -> None:
+            compute_teacher_outputs(
+                teacher_ckpt,
+                cache / "train.h5",
+                build_augment(params.augment),
+                params.train.seed,
+                s.epochs,
+                stages,
+                outputs,
+            )
+
+        def student_run(name: str, make_objective, teacher: Path | None) -> None:
+            with contextlib.redirect_stdout(io.StringIO()):
+                run_training(
+                    params,
+                    arch=s.arch,
+                    schedule_epochs=s.epochs,
+                    lr=s.lr,
+                    image_size=s.image_size,
+                    cache_dir=cache,
+                    paths=RunPaths(root / f"{name}.pt", root / "metrics" / name),
+                    make_objective=make_objective,
+                    extra_meta={"role": name, "params_hash": "bench"},
+                    teacher_outputs=teacher,
+                    desc=name,
+                )
+
+        teacher_pass()  # untimed warm-up; also produces the outputs the KD runs read
+        dims = teacher_feature_dims(outputs)
+        runs = {
+            "scratch": lambda: student_run("scratch", Supervised, None),
+            "response": lambda: student_run(
+                "response",
+                functools.partial(ResponseKD, temperature=TEMPERATURE, alpha=ALPHA),
+                outputs,
+            ),
+            "feature": lambda: student_run(
+                "feature",
+                functools.partial(
+                    FeatureKD,
+                    alpha=ALPHA,
+                    n_stages=stages,
+                    teacher_dims=dims,
+                    image_size=s.image_size,
+                ),
+                outputs,
+            ),
+            "teacher pass": teacher_pass,
+        }
+        runs["scratch"]()  # untimed warm-up of the student path
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        order = list(runs)
+        for r in range(args.rounds):
+            for name in order if r % 2 == 0 else order[::-1]:
+                start = time.perf_counter()
+                runs[name]()
+                times[name].append(time.perf_counter() - start)
+
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(
+            f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, load "
+            f"average {os.getloadavg()[0]:.1f}; {args.images} train images, {SIZE} px, "
+            f"{args.epochs} epochs, student {s.arch}, teacher resnet18, {args.rounds} rounds"
+        )
+        for name, t in med.items():
+            runs_s = ", ".join(f"{v:.1f}" for v in times[name])
+            print(f"  {name:13s} {t:7.1f} s  (runs: {runs_s})")
+        scratch, teacher = med["scratch"], med["teacher pass"]
+        print(
+            f"  ratio response/scratch {med['response'] / scratch:.3f}, "
+            f"feature/scratch {med['feature'] / scratch:.3f}, "
+            f"teacher pass/scratch {teacher / scratch:.3f}"
+        )
+        grid = GRID_N // 2 * (med["response"] + med["feature"]) + teacher
+        budget = 1.3 * GRID_N * scratch + teacher
+        verdict = "within budget" if grid <= budget else "OVER BUDGET"
+        print(
+            f"  n={GRID_N} grid predicted {grid:.1f} s vs budget 1.3*n*scratch + teacher pass = "
+            f"{budget:.1f} s -> {grid / budget:.3f} of budget ({verdict}); "
+            f"mean KD point / scratch = {(med['response'] + med['feature']) / 2 / scratch:.3f} "
+            f"(budget 1.3)"
+        )
+
+
+if __name__ == "__main__":
+    main()
