@@ -60,8 +60,8 @@ def test_run_cache_restores_outputs_in_fresh_clone(
 ) -> None:
     repo = clone(tiny_repo, tmp_path / "fresh")
     (repo / "dvc.lock").unlink()  # no lock: only the run-cache can avoid recomputation
-    run(repo, "dvc", "pull", "--run-cache")
-    out = run(repo, "dvc", "repro").stdout
+    run(repo, "dvc", "fetch", "--run-cache")
+    out = run(repo, "dvc", "repro", "--pull").stdout
     assert ran_stages(out) == set(), out
     assert "is cached - skipping run" in out
     assert (repo / "models/student/scratch.pt").is_file()

@@ -6,6 +6,7 @@ from the file alone. Pretrained weights only ever come from a local file; nothin
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,12 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
         raise ValueError(f"checkpoint metadata needs {sorted(required)}")
     payload = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), **meta}
     payload["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # Serialise in memory: saving to the (randomly named) temporary path would embed that name
+    # in the zip archive and make identical checkpoints differ byte-wise.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
