@@ -1,0 +1,105 @@
+"""Hair-removal throughput: 1 worker vs every core, measured side by side in one run.
+
+Generates ``--images`` synthetic dermoscopy images (default 400 at 128 px, 30 % hairy, as the
+default data set) and times the ``remove_hair`` stage's core, :func:`dehair_manifest`: read the
+JPEG from the HDF5 container, black-hat + inpaint, PNG-encode, write the output HDF5 (no truth
+scoring). ``workers=1`` runs in-process; ``workers=<all cores>`` uses the process pool, whose
+tasks carry only ids and file locations (each worker reads its own chunk). Pool start-up counts,
+as the stage pays it too. Rounds alternate (serial, parallel, parallel, serial, ...), each figure
+is the median over ``--rounds``, and the output files of both settings must be byte-identical.
+"Cores obtained" is CPU seconds (this process + its workers) per wall second: below the worker
+count means other load on the machine took the cores, and the speed-up shrinks with it.
+Budget (DESIGN.md): speed-up >= 1.7x on 2 cores.
+
+    .venv/bin/python benchmarks/hair_removal.py [--images 400] [--size 128] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from melanoma_kd.config import GenerateParams, PreprocessParams, load_params
+from melanoma_kd.data.hair import dehair_manifest
+from melanoma_kd.data.synthetic import IMAGES_FILE, METADATA_FILE, generate_dataset
+from melanoma_kd.io import sha256_file
+
+TARGET = 1.7
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _manifest(root: Path, n: int, size: int) -> pd.DataFrame:
+    raw = root / "raw"
+    generate_dataset(GenerateParams(n_images=n, image_size=size, seed=123), raw)
+    meta = pd.read_csv(raw / METADATA_FILE, dtype=str)
+    return pd.DataFrame({"image_id": meta["isic_id"], "location": str(raw / IMAGES_FILE)})
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # pool workers, once they have exited
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _time(manifest: pd.DataFrame, p: PreprocessParams, out: Path) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of this process and its workers, output hash)."""
+    cpu, start = _cpu_seconds(), time.perf_counter()
+    dehair_manifest(manifest, p, out)
+    return time.perf_counter() - start, _cpu_seconds() - cpu, sha256_file(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=400)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+
+    base = load_params(REPO / "params.yaml").preprocess
+    cores = os.cpu_count() or 1
+    settings = {
+        "1 worker": base.model_copy(update={"workers": 1}),
+        f"{cores} workers": base.model_copy(update={"workers": cores}),
+    }
+    times: dict[str, list[float]] = {name: [] for name in settings}
+    cores_used: dict[str, list[float]] = {name: [] for name in settings}
+    digests: set[str] = set()
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = _manifest(Path(tmp), args.images, args.size)
+        out = Path(tmp) / "dehaired.h5"
+        _time(manifest.iloc[: base.chunk_size], settings["1 worker"], out)  # warm-up
+        for r in range(args.rounds):
+            order = list(settings.items())
+            for name, p in order if r % 2 == 0 else order[::-1]:
+                seconds, cpu, digest = _time(manifest, p, out)
+                times[name].append(seconds)
+                cores_used[name].append(cpu / seconds)
+                digests.add(digest)
+    if len(digests) != 1:
+        raise SystemExit("outputs differ between worker counts: hair removal is not deterministic")
+
+    rate = {name: args.images / statistics.median(ts) for name, ts in times.items()}
+    one, many = rate["1 worker"], rate[f"{cores} workers"]
+    print(
+        f"hair removal stage core, {args.images} images at {args.size} px, chunk "
+        f"{base.chunk_size}, median of {args.rounds} rounds (outputs byte-identical):"
+    )
+    for name, r in rate.items():
+        rounds = ", ".join(f"{t:.2f}s" for t in times[name])
+        used = statistics.median(cores_used[name])
+        print(f"  {name:12s} {r:7.1f} img/s  (rounds: {rounds}; cores obtained {used:.2f})")
+    verdict = "ok" if many / one >= TARGET else "BELOW TARGET"
+    print(f"  speed-up {many / one:.2f}x on {cores} cores (target >= {TARGET}: {verdict})")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"  load average now {load}: other processes on the machine shrink 'cores obtained'")
+
+
+if __name__ == "__main__":
+    main()
