@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+REMOTE ?= $(abspath ../melanoma-kd-dvc-remote)
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -29,6 +30,9 @@ test: setup  ## the test suite (unit tests + the tiny-profile dvc pipeline tests
 test-fast: setup  ## unit tests only
 	$(BIN)/python -m pytest -q -m "not pipeline"
 
+verify: repro  ## rerun the pipeline; fail if dvc.lock or a committed result changed
+	$(BIN)/python -m melanoma_kd.verify
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -39,6 +43,10 @@ format: setup
 
 bench: setup  ## speed/memory benchmarks: print ratios measured side by side
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+remote: setup  ## configure a local-directory DVC remote (REMOTE=path) and push outputs + run-cache
+	$(BIN)/dvc remote add --local -f -d local $(REMOTE)
+	$(BIN)/dvc push --run-cache
 
 clean:
 	rm -rf .pytest_cache .ruff_cache

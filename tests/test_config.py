@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT
 
 from melanoma_kd.config import Params, load_params, parse_params
 from melanoma_kd.errors import UserError

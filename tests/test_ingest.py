@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO_ROOT, TinyDataset, corrupt_jpeg
+from tests.conftest import REPO_ROOT, TinyDataset, corrupt_jpeg
 
 from melanoma_kd.config import DataParams
 from melanoma_kd.data.sources import build_manifest

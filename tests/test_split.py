@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT
 
 from melanoma_kd.config import SplitParams
 from melanoma_kd.data.split import split_manifest

@@ -15,6 +15,7 @@ hair-free images and hair masks.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -113,6 +114,14 @@ def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """Workers fork from a clean, pre-imported server process, never from the caller: a fork of
+    a process holding open HDF5 files or OpenCV/BLAS thread pools can deadlock in the child."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 def ordered_map(
     fn: Callable[..., R], tasks: Iterable[tuple], workers: int
 ) -> Iterator[tuple[tuple, R]]:
@@ -131,7 +140,9 @@ def ordered_map(
         finally:
             cv2.setNumThreads(before)
         return
-    with ProcessPoolExecutor(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=_pool_context(), initializer=cv2.setNumThreads, initargs=(1,)
+    ) as pool:
         pending: deque[tuple[tuple, Future[R]]] = deque()
         for args in tasks:
             pending.append((args, pool.submit(fn, *args)))
