@@ -135,6 +135,17 @@ def main() -> None:
         print(f"  {name:12s} {r:7.1f} img/s  (rounds: {rounds}; cores obtained {used:.2f})")
     verdict = "ok" if many / one >= TARGET else "BELOW TARGET"
     print(f"  speed-up {many / one:.2f}x on {cores} cores (target >= {TARGET}: {verdict})")
+    cpu = {
+        name: statistics.median(t * c for t, c in zip(times[name], cores_used[name], strict=True))
+        for name in settings
+    }
+    serial_cpu, pool_cpu = cpu["1 worker"], cpu[f"{cores} workers"]
+    print(
+        f"  CPU per image: 1 worker {1000 * serial_cpu / args.images:.2f} ms, {cores} workers "
+        f"{1000 * pool_cpu / args.images:.2f} ms (pool overhead "
+        f"{100 * (pool_cpu / serial_cpu - 1):+.0f} %); with {cores} idle cores that projects to "
+        f"~{cores * serial_cpu / pool_cpu:.2f}x (a projection, not a measurement)"
+    )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"  load average now {load}: other processes on the machine shrink 'cores obtained'")
 

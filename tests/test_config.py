@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.conftest import REPO_ROOT
 
 from melanoma_kd.config import Params, load_params, parse_params
 from melanoma_kd.errors import UserError
+from tests.conftest import REPO_ROOT
 
 DEFAULT_PARAMS = REPO_ROOT / "params.yaml"
 

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from tests.conftest import REPO_ROOT, TinyDataset, corrupt_jpeg
 
 from melanoma_kd.config import DataParams
 from melanoma_kd.data.sources import build_manifest
 from melanoma_kd.errors import UserError
+from tests.conftest import REPO_ROOT, TinyDataset, corrupt_jpeg
 
 COLUMNS = ["image_id", "lesion_id", "patient_id", "label", "source", "location"]
 

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from tests.conftest import REPO_ROOT
 
 from melanoma_kd.config import SplitParams
 from melanoma_kd.data.split import split_manifest
 from melanoma_kd.errors import UserError
+from tests.conftest import REPO_ROOT
 
 SPLITS = ("train", "val", "holdout")
 

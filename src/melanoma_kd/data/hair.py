@@ -1,12 +1,17 @@
 """Hair removal for dermoscopy images, and how well it works against known truth.
 
-One image: grayscale black-hat (closing minus image: thin dark structures narrower than the
-kernel light up) → threshold → dilation → OpenCV Telea inpainting of the masked pixels.
+One image: grayscale black-hat (closing minus image: dark structures narrower than the kernel
+light up; the frame edge is replicated first so the dermoscope's dark rim is not one) →
+threshold → drop detections shorter than ``min_hair_length`` (dots, network fragments) →
+dilation → OpenCV Telea inpainting of the masked pixels.
 
-Many images: :func:`iter_remove_hair` streams them through a process pool in chunks of
-``chunk_size`` with a bounded number of chunks in flight, so memory stays flat on large data sets
-and only one chunk of pixels travels per task. Every image is processed independently with the
-same deterministic OpenCV calls, so the output does not depend on the number of workers.
+Many images: :func:`ordered_map` runs chunks of ``chunk_size`` through a process pool with at
+most two chunks per worker in flight, results in input order. :func:`iter_remove_hair` ships
+pixel chunks (library use); the ``remove_hair`` stage (:func:`dehair_manifest`) ships only ids
+and file locations: each worker reads, dehairs, PNG-encodes and scores its own chunk. Every image
+goes through the same deterministic OpenCV calls, so outputs do not depend on the worker count.
+Workers start from a forkserver, so a script that runs a pool needs the usual
+``if __name__ == "__main__":`` guard.
 
 :class:`HairQuality` accumulates PSNR/SSIM and mask overlap against the synthetic data set's
 hair-free images and hair masks.
@@ -356,11 +361,11 @@ def dehair_manifest(
         truth_path = truth.path if truth is not None else None
     ids = manifest["image_id"].astype(str).tolist()
     rows = manifest[["image_id", "location"]].astype(str)
-    tasks = (
-        (rows.iloc[i : i + p.chunk_size], p, truth_path, n_examples)
+    quality, examples, detected = HairQuality(), [], 0
+    tasks = (  # lazy: once enough examples have come back, later chunks send none
+        (rows.iloc[i : i + p.chunk_size], p, truth_path, n_examples - len(examples))
         for i in range(0, len(rows), p.chunk_size)
     )
-    quality, examples, detected = HairQuality(), [], 0
     with (
         atomic_path(out) as tmp,
         h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as h5,
@@ -371,9 +376,10 @@ def dehair_manifest(
         )
         start = 0
         for _, done in ordered_map(_dehair_rows, tasks, resolve_workers(p.workers)):
-            for i, png in enumerate(done.pngs, start):
-                pngs[i] = np.frombuffer(png, np.uint8)
-            start += len(done.pngs)
+            block = np.empty(len(done.pngs), dtype=object)  # one write per chunk
+            block[:] = [np.frombuffer(png, np.uint8) for png in done.pngs]
+            pngs[start : start + len(block)] = block
+            start += len(block)
             bar.update(len(done.pngs))
             detected += done.detected
             quality.merge(done.quality)
