@@ -407,6 +407,23 @@ def test_paired_permutation_pvalue() -> None:
     assert max(p_values) > 0.3  # not everything is "significant" under the null
 
 
+def test_permutation_pvalue_ignores_calibration_of_rank_metrics() -> None:
+    # two correlated models, a modest real gap, one model's probabilities squeezed near 0.5:
+    # swapping raw scores mixes two scales and hides the gap (p ≈ 0.46 here); the test compares
+    # within-model ranks, so calibration cannot matter
+    rng = np.random.default_rng(3)
+    y = (rng.random(500) < 0.2).astype(int)
+    z = rng.normal(size=y.size)
+    good = 1.0 / (1.0 + np.exp(-(2.0 * y + z)))
+    latent = 2.0 * y + z + 0.7 * rng.normal(size=y.size)
+    for squeeze in (1.0, 0.01):
+        weak = 0.5 + squeeze * np.tanh(latent) / 2
+        assert M.roc_auc(y, good) - M.roc_auc(y, weak) == pytest.approx(0.0257, abs=1e-3)
+        assert M.paired_permutation_pvalue(y, good, weak, "roc_auc", n_perm=300) < 0.08
+    # same ranks, different calibration: nothing to detect
+    assert M.paired_permutation_pvalue(y, good, good**4, "roc_auc", n_perm=50) == 1.0
+
+
 def test_mcnemar_hand_cases() -> None:
     # 1 pair only A right, 5 only B right, 4 concordant: 2 * (C(6,0) + C(6,1)) / 2^6 = 14/64
     a = [1, 0, 0, 0, 0, 0, 1, 1, 0, 1]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import sklearn
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import binomtest
+from scipy.stats import binomtest, rankdata
 from sklearn.metrics import (
     accuracy_score,
     auc,
@@ -429,14 +429,20 @@ def paired_permutation_pvalue(
     """Two-sided paired permutation p-value for ``metric(a) - metric(b)``.
 
     Under the null the two models are exchangeable, so each permutation swaps the two models'
-    scores on a random subset of samples (scores must be on a comparable scale, e.g. both
-    probabilities). p = (1 + #{|delta_perm| >= |delta_obs|}) / (1 + n_perm).
+    scores on a random subset of samples. For the rank-based metrics (ROC-AUC, pAUC, PR-AUC)
+    scores are first replaced by their within-model normalised ranks: these metrics depend only
+    on ranks, so the observed delta is unchanged, while swapping raw scores of differently
+    calibrated models (one squeezed near 0.5, say) would scramble both rankings and inflate the
+    null spread. p = (1 + #{|Δ_perm| ≥ |Δ_obs|}) /
+    (1 + n_perm).
     """
     yy, sa = _check(y, s_a, s_name="s_a")
     _, sb = _check(yy, s_b, s_name="s_b")
     fn = _metric(metric)
     if isinstance(n_perm, bool) or not isinstance(n_perm, int | np.integer) or n_perm < 1:
         raise ValueError(f"n_perm must be a positive integer, got {n_perm!r}")
+    if fn in (_roc_auc_core, _pr_auc_core, _pauc_core):  # rank-based: compare ranks
+        sa, sb = rankdata(sa) / sa.size, rankdata(sb) / sb.size
     observed = abs(fn(yy, sa) - fn(yy, sb))
     rng = np.random.default_rng(seed)
     swap = rng.random((n_perm, yy.size)) < 0.5
