@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 
 repro: setup  ## run the whole default pipeline on the built-in synthetic data
 	@start=$$(date +%s); $(BIN)/dvc repro && \
+	  $(BIN)/python -m melanoma_kd.verify --record && \
 	  echo "make repro: pipeline up to date in $$(( $$(date +%s) - start )) s"
 
 test: setup  ## the test suite (unit tests + the tiny-profile dvc pipeline tests)
@@ -30,7 +31,7 @@ test: setup  ## the test suite (unit tests + the tiny-profile dvc pipeline tests
 test-fast: setup  ## unit tests only
 	$(BIN)/python -m pytest -q -m "not pipeline"
 
-verify: repro  ## rerun the pipeline; fail if dvc.lock or a committed result changed
+verify: repro  ## rerun the pipeline; fail if dvc.lock or a committed result is stale or changed
 	$(BIN)/python -m melanoma_kd.verify
 
 lint: setup

@@ -1,0 +1,88 @@
+"""make verify: staleness is judged from the lock's code/params inputs; CPU pinning is opt-out."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import yaml
+
+from melanoma_kd.cpu_kernels import PINNED
+from melanoma_kd.verify import stale_stages
+from tests.conftest import REPO_ROOT
+
+
+def _lock(**changes: object) -> str:
+    stages = {
+        "split": {
+            "cmd": "python stages/split.py",
+            "deps": [
+                {"path": "data/manifest.csv", "hash": "md5", "md5": "aaa"},
+                {"path": "stages/split.py", "hash": "md5", "md5": "s1"},
+            ],
+            "params": {"params.yaml": {"split.seed": 0}},
+            "outs": [{"path": "data/splits.csv", "hash": "md5", "md5": "bbb"}],
+        },
+        "train": {
+            "cmd": "python stages/train.py",
+            "deps": [
+                {"path": "data/splits.csv", "hash": "md5", "md5": "bbb"},
+                {"path": "src/melanoma_kd/train.py", "hash": "md5", "md5": "t1"},
+            ],
+            "params": {"params.yaml": {"train.lr": 0.001}},
+            "outs": [{"path": "models/m.pt", "hash": "md5", "md5": "ccc"}],
+        },
+    }
+    for dotted, value in changes.items():
+        stage, field, index, key = dotted.split("__")
+        stages[stage][field][int(index)][key] = value
+    return yaml.safe_dump({"schema": "2.0", "stages": stages})
+
+
+def test_identical_locks_are_not_stale() -> None:
+    assert stale_stages(_lock(), _lock()) == []
+
+
+def test_drift_in_produced_files_is_not_staleness() -> None:
+    # another CPU: the split file and the model differ, code and params do not
+    drifted = _lock(split__outs__0__md5="xxx", train__deps__0__md5="xxx", train__outs__0__md5="y")
+    assert stale_stages(_lock(), drifted) == []
+
+
+def test_changed_code_marks_the_stage_stale() -> None:
+    assert stale_stages(_lock(), _lock(train__deps__1__md5="t2")) == ["train"]
+
+
+def test_changed_params_and_new_stages_are_stale() -> None:
+    lock = yaml.safe_load(_lock())
+    lock["stages"]["split"]["params"]["params.yaml"]["split.seed"] = 1
+    lock["stages"]["export"] = {"cmd": "python stages/export.py", "deps": [], "outs": []}
+    assert stale_stages(_lock(), yaml.safe_dump(lock)) == ["export", "split"]
+
+
+def test_benchmark_stage_is_ignored() -> None:
+    lock = yaml.safe_load(_lock())
+    lock["stages"]["benchmark"] = {"cmd": "python stages/benchmark.py", "deps": [], "outs": []}
+    assert stale_stages(_lock(), yaml.safe_dump(lock)) == []
+
+
+def _pinned_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in PINNED}
+    env.update(extra)
+    code = "import json, os, melanoma_kd; print(json.dumps({k: os.environ.get(k) for k in %r}))"
+    out = subprocess.run(
+        [sys.executable, "-c", code % list(PINNED)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return yaml.safe_load(out)
+
+
+def test_import_pins_cpu_kernels_unless_opted_out() -> None:
+    assert _pinned_env({}) == PINNED
+    assert _pinned_env({"MELANOMA_KD_NATIVE_CPU": "1"}) == dict.fromkeys(PINNED)
+    assert _pinned_env({"MKL_CBWR": "COMPATIBLE"})["MKL_CBWR"] == "COMPATIBLE"
