@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 
 repro: setup  ## run the whole default pipeline on the built-in synthetic data
 	@start=$$(date +%s); $(BIN)/dvc repro && \
+	  $(BIN)/python -m melanoma_kd.readme_results && \
 	  $(BIN)/python -m melanoma_kd.verify --record && \
 	  echo "make repro: pipeline up to date in $$(( $$(date +%s) - start )) s"
 

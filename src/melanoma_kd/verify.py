@@ -6,8 +6,9 @@ Run after ``dvc repro`` (``make verify`` does both). Two checks, both against ``
    its git-tracked inputs (code, ``params.yaml``) in the new ``dvc.lock`` equal the committed
    ones, and no stage appeared or vanished. A commit that changed code or params without
    rerunning the pipeline fails here.
-2. **Bitwise** (the whole lock and every git-tracked file under ``metrics/``, ``plots/``,
-   ``reports/``): must be identical. CPU floating-point kernels differ between instruction sets
+2. **Bitwise** (the whole lock, every git-tracked file under ``metrics/``, ``plots/``,
+   ``reports/``, and README.md with its generated results block): must be identical. CPU
+   floating-point kernels differ between instruction sets
    (:mod:`melanoma_kd.cpu_kernels` pins them to AVX2 to make this rare), so when this check fails
    *and* ``reports/platform.json`` (the CPU that produced the committed results, written by
    ``make repro``) names a different CPU than this one, the differences are listed as drift and
@@ -31,7 +32,7 @@ import yaml
 from melanoma_kd.cpu_kernels import platform_fingerprint
 from melanoma_kd.io import atomic_path
 
-RESULT_DIRS = ("metrics", "plots", "reports")
+RESULT_DIRS = ("metrics", "plots", "reports", "README.md")
 PLATFORM_FILE = Path("reports/platform.json")
 UNSTABLE_STAGES = frozenset({"benchmark"})
 
