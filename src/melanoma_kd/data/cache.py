@@ -11,6 +11,8 @@ same augmented view and nothing upstream is computed twice.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -40,15 +42,18 @@ def resize_shorter_center_crop(rgb: np.ndarray, size: int) -> np.ndarray:
 def write_split_cache(
     path: str | Path,
     rows: pd.DataFrame,
-    images: list[np.ndarray] | np.ndarray,
+    images: Iterable[np.ndarray],
     size: int,
     split: str,
     inputs_hash: str,
 ) -> None:
-    """Write one split's cache atomically. ``images`` are already ``size``×``size``×3 uint8."""
+    """Write one split's cache atomically. ``images`` are already ``size``×``size``×3 uint8.
+
+    ``images`` may be a lazy iterable: each image is written as it arrives, so memory stays at
+    one image whatever the split's size (ISIC-2024 has 400k images).
+    """
     n = len(rows)
-    if len(images) != n:
-        raise ValueError(f"{path}: {len(images)} images for {n} rows")
+    written = 0
     with atomic_path(path) as tmp, h5py.File(tmp, "w", libver="v110", track_order=False) as h5:
         ds = h5.create_dataset(
             "images",
@@ -58,12 +63,17 @@ def write_split_cache(
             track_times=False,
         )
         for i, img in enumerate(images):
+            if i >= n:
+                raise ValueError(f"{path}: more images than the {n} rows")
             if img.shape != (size, size, 3) or img.dtype != np.uint8:
                 raise UserError(
                     f"image {rows['image_id'].iloc[i]}: expected {size}x{size}x3 uint8, "
                     f"got {img.shape} {img.dtype}"
                 )
             ds[i] = img
+            written += 1
+        if written != n:
+            raise ValueError(f"{path}: {written} images for {n} rows")
         h5.create_dataset("labels", data=rows["label"].to_numpy(np.int8), track_times=False)
         for name, col in (
             ("ids", "image_id"),
@@ -98,20 +108,22 @@ def build_caches(
     with open_preprocessed(dehaired) as store, atomic_path(out_dir, directory=True) as tmp_dir:
         for split in ("train", "val", "holdout"):
             rows = splits[splits["split"] == split].reset_index(drop=True)
-            images = [
-                resize_shorter_center_crop(store.get(i), size)
-                for i in tqdm(rows["image_id"], desc=f"cache {split}", disable=None, unit="img")
-            ]
-            if split == "train" and extra_train is not None and len(extra_train[0]):
-                extra_rows, extra_path = extra_train
-                with open_preprocessed(extra_path) as extra:
-                    images += [
-                        resize_shorter_center_crop(extra.get(i), size)
-                        for i in extra_rows["image_id"]
-                    ]
-                rows = pd.concat([rows, extra_rows[rows.columns.intersection(extra_rows.columns)]])
-                rows = rows.reset_index(drop=True)
-            write_split_cache(tmp_dir / f"{split}.h5", rows, images, size, split, inputs_hash)
+            sources = [(store, rows["image_id"])]
+            with contextlib.ExitStack() as stack:
+                if split == "train" and extra_train is not None and len(extra_train[0]):
+                    extra_rows, extra_path = extra_train
+                    sources.append(
+                        (stack.enter_context(open_preprocessed(extra_path)), extra_rows["image_id"])
+                    )
+                    extra_rows = extra_rows[rows.columns.intersection(extra_rows.columns)]
+                    rows = pd.concat([rows, extra_rows]).reset_index(drop=True)
+                images = (
+                    resize_shorter_center_crop(source.get(i), size)
+                    for source, ids in sources
+                    for i in ids
+                )
+                bar = tqdm(images, total=len(rows), desc=f"cache {split}", disable=None, unit="img")
+                write_split_cache(tmp_dir / f"{split}.h5", rows, bar, size, split, inputs_hash)
             counts[split] = len(rows)
     return counts
 
