@@ -1,9 +1,10 @@
 """Copy the generated results into README.md, so the README never carries a typed number.
 
 ``make repro`` runs this after ``dvc repro``: the block between the ``results:start`` and
-``results:end`` markers in README.md is replaced by the holdout table and the KD-gain lines of
-``reports/summary.md`` (which the ``report`` stage generates). ``make verify`` then checks that
-README.md, like every committed result, is what the code produces.
+``results:end`` markers in README.md is replaced by the holdout table, the KD-gain lines and
+(when present) the seed-replicate table of ``reports/summary.md`` (the ``report`` stage's).
+``make verify`` then checks that README.md, like every committed result, is what the code
+produces.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from melanoma_kd.io import atomic_path
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SECTIONS = ("## Every model on holdout", "## KD gain over the scratch student")
+OPTIONAL = ("## Seed replicates (holdout)",)
 
 
 def _section(summary: str, heading: str) -> str:
@@ -28,7 +30,8 @@ def _section(summary: str, heading: str) -> str:
 
 def results_block(summary: str) -> str:
     """The README block built from the summary's holdout table and KD-gain lines."""
-    parts = [f"#{heading}\n\n{_section(summary, heading)}" for heading in SECTIONS]
+    headings = [*SECTIONS, *(h for h in OPTIONAL if re.search(rf"^{re.escape(h)}$", summary, re.M))]
+    parts = [f"#{heading}\n\n{_section(summary, heading)}" for heading in headings]
     note = "_Generated from `reports/summary.md` by `make repro`; do not edit by hand._"
     return "\n\n".join([START, note, *parts, END])
 
