@@ -358,7 +358,7 @@ def _run_ingest(
         "stages/ingest.py",
         "--params", str(params_path),
         "--out", str(out / "manifest.csv"),
-        "--skipped", str(out / "skipped_ids.txt"),
+        "--skipped", str(out / "skipped_ids.csv"),
         "--metrics", str(out / "ingest.json"),
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
@@ -385,7 +385,7 @@ def test_stage_bad_input_exits_2_with_one_error_line_and_writes_nothing(
     assert bad_id in lines[0]
     assert "Traceback" not in proc.stdout
     assert (out / "manifest.csv").read_text() == previous  # untouched
-    assert not (out / "skipped_ids.txt").exists()
+    assert not (out / "skipped_ids.csv").exists()
     assert not (out / "ingest.json").exists()
     assert sorted(p.name for p in out.iterdir()) == ["manifest.csv"]  # no temp files left
 
@@ -397,5 +397,6 @@ def test_stage_writes_manifest_on_good_input(tmp_path: Path, ham10000_data: Tiny
     assert list(manifest.columns) == COLUMNS
     assert list(manifest["image_id"]) == list(ham10000_data.metadata["image_id"])
     assert np.array_equal(manifest["label"], (ham10000_data.metadata["dx"] == "mel").astype(int))
-    assert (out / "skipped_ids.txt").read_text() == ""
+    assert pd.read_csv(out / "skipped_ids.csv").columns.tolist() == ["image_id"]
+    assert len(pd.read_csv(out / "skipped_ids.csv")) == 0
     assert (out / "ingest.json").is_file()
