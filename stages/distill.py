@@ -9,6 +9,7 @@ from pathlib import Path
 from melanoma_kd.config import load_params
 from melanoma_kd.distill import METHODS
 from melanoma_kd.errors import UserError, cli_entry
+from melanoma_kd.launch import torchrun_if_needed
 from melanoma_kd.runs import RunPaths, params_hash, run_training
 from melanoma_kd.teacher_outputs import teacher_feature_dims
 
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
             "distill: need 0 <= alpha <= 1 and temperature > 0 "
             f"(got {args.alpha}, {args.temperature})"
         )
+    if (code := torchrun_if_needed(params.train)) is not None:
+        raise SystemExit(code)  # train.nproc > 1: the torchrun workers did the run
     s = params.student
     make = functools.partial(
         METHODS[args.method],

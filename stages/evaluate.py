@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--metrics-dir", default="metrics/evaluate")
     ap.add_argument("--error-analysis", default="metrics/error_analysis.json")
     ap.add_argument("--kd-gain", default="metrics/kd_gain.json")
+    ap.add_argument("--student-vs-teacher", default="metrics/student_vs_teacher.json")
+    ap.add_argument("--seeds", default="metrics/seed_replicates.json")
     ap.add_argument("--plots-dir", default="plots")
     args = ap.parse_args(argv)
 
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         metrics_dir=args.metrics_dir,
         error_analysis_path=args.error_analysis,
         kd_gain_path=args.kd_gain,
+        student_vs_teacher_path=args.student_vs_teacher,
+        seeds_path=args.seeds,
     )
     write_plot_data(ev, args.plots_dir)
 
@@ -67,12 +71,22 @@ def main(argv: list[str] | None = None) -> None:
             f"evaluate: {name:28s} holdout ROC-AUC {m['roc_auc']:.4f} "
             f"[{m['roc_auc_ci_lo']:.4f}, {m['roc_auc_ci_hi']:.4f}]  pAUC {m['pauc']:.4f}"
         )
-    g = ev.kd_gain
-    print(
-        f"evaluate: KD gain ({g['kd_model']} - {g['scratch_model']}) ΔROC-AUC "
-        f"{g['roc_auc_delta']:+.4f} [{g['roc_auc_delta_ci_lo']:+.4f}, "
-        f"{g['roc_auc_delta_ci_hi']:+.4f}] p = {g['roc_auc_p']:.4g}"
-    )
+    for what, g, a, b in (
+        ("KD gain", ev.kd_gain, "kd_model", "scratch_model"),
+        ("student vs teacher", ev.student_vs_teacher, "student_model", "teacher_model"),
+    ):
+        print(
+            f"evaluate: {what} ({g[a]} - {g[b]}) ΔROC-AUC "
+            f"{g['roc_auc_delta']:+.4f} [{g['roc_auc_delta_ci_lo']:+.4f}, "
+            f"{g['roc_auc_delta_ci_hi']:+.4f}] p = {g['roc_auc_p']:.4g}"
+        )
+    sd = ev.seeds
+    for base in ("scratch", "kd"):
+        print(
+            f"evaluate: {base} over {sd['n_seeds']} seeds: holdout ROC-AUC "
+            f"{sd[f'{base}_roc_auc_mean']:.4f} ± {sd[f'{base}_roc_auc_sd'] or 0.0:.4f}, pAUC "
+            f"{sd[f'{base}_pauc_mean']:.4f} ± {sd[f'{base}_pauc_sd'] or 0.0:.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         calibration_size=q.calibration_size,
         method=q.method,
         per_channel=q.per_channel,
+        reduce_range=q.reduce_range,
         seed=params.train.seed,
         sens_target=params.evaluate.sens_target,
         deploy_fp32=args.deploy_model,

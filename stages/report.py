@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--metrics-dir", default="metrics/evaluate")
     ap.add_argument("--error-analysis", default="metrics/error_analysis.json")
     ap.add_argument("--kd-gain", default="metrics/kd_gain.json")
+    ap.add_argument("--student-vs-teacher", default="metrics/student_vs_teacher.json")
+    ap.add_argument("--seeds", default="metrics/seed_replicates.json")
     ap.add_argument("--ablation", default="plots/kd_ablation.csv")
     ap.add_argument("--baselines", default="metrics/baselines.json", help="optional")
     ap.add_argument("--benchmark", default="metrics/benchmark.json", help="optional")
@@ -37,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
         baselines=args.baselines,
         benchmark=args.benchmark,
         plots_dir=args.plots_dir,
+        student_vs_teacher=args.student_vs_teacher,
+        seeds=args.seeds,
     )
     write_report(args.out, render(inputs, args.out))
     missing = [

@@ -8,6 +8,7 @@ from pathlib import Path
 from melanoma_kd.config import load_params
 from melanoma_kd.distill import Supervised
 from melanoma_kd.errors import cli_entry
+from melanoma_kd.launch import torchrun_if_needed
 from melanoma_kd.runs import RunPaths, params_hash, run_training
 
 
@@ -21,6 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
+    if (code := torchrun_if_needed(params.train)) is not None:
+        raise SystemExit(code)  # train.nproc > 1: the torchrun workers did the run
     s = params.student
     run_training(
         params,

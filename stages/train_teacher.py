@@ -8,6 +8,7 @@ from pathlib import Path
 from melanoma_kd.config import load_params
 from melanoma_kd.distill import Supervised
 from melanoma_kd.errors import cli_entry
+from melanoma_kd.launch import torchrun_if_needed
 from melanoma_kd.models.build import check_arch
 from melanoma_kd.runs import RunPaths, params_hash, run_training
 
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_params(args.params)
     check_arch(args.arch)
+    if (code := torchrun_if_needed(params.train)) is not None:
+        raise SystemExit(code)  # train.nproc > 1: the torchrun workers did the run
     t = params.teachers
     run_training(
         params,

@@ -46,6 +46,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         metrics_dir=root / "metrics/evaluate",
         error_analysis_path=root / "metrics/error_analysis.json",
         kd_gain_path=root / "metrics/kd_gain.json",
+        student_vs_teacher_path=root / "metrics/student_vs_teacher.json",
+        seeds_path=root / "metrics/seed_replicates.json",
     )
     write_plot_data(ev, root / "plots", curves=False)
     return root
@@ -57,6 +59,8 @@ def _run(root: Path, out: str, **extra: str) -> str:
         "--metrics-dir": root / "metrics/evaluate",
         "--error-analysis": root / "metrics/error_analysis.json",
         "--kd-gain": root / "metrics/kd_gain.json",
+        "--student-vs-teacher": root / "metrics/student_vs_teacher.json",
+        "--seeds": root / "metrics/seed_replicates.json",
         "--ablation": root / "plots/kd_ablation.csv",
         "--baselines": root / "metrics/baselines.json",
         "--benchmark": root / "metrics/benchmark.json",

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from melanoma_kd.errors import UserError
 
@@ -119,6 +126,7 @@ class TrainParams(Section):
     lr_patience: NonNegInt = 2
     lr_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     num_threads: PositiveInt = 2
+    nproc: PositiveInt = 1  # training processes (DDP under torchrun when > 1)
     num_workers: NonNegInt = 0
     synthetic_positives: bool = False
 
@@ -130,6 +138,22 @@ class TrainParams(Section):
                 "use loss: ce with the sampler, or a weighted/focal loss without it"
             )
         return self
+
+
+class ReplicatesParams(Section):
+    """Seed replicates: scratch and selected KD student retrained per seed (a DVC foreach).
+
+    Its own section, not part of ``train``: editing the list must not rerun every training stage.
+    """
+
+    seeds: Annotated[list[NonNegInt], Field(min_length=1)] = Field(default_factory=lambda: [1, 2])
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("must be distinct")
+        return seeds
 
 
 class ModelsParams(Section):
@@ -193,6 +217,7 @@ class QuantizeParams(Section):
     calibration_size: PositiveInt = 128
     method: Literal["MinMax", "Entropy", "Percentile"] = "MinMax"
     per_channel: bool = True
+    reduce_range: bool = True  # 7-bit weights: no u8·s8 saturation on CPUs without VNNI
 
 
 class BenchmarkParams(Section):
@@ -264,6 +289,7 @@ class Params(Section):
     cache: CacheParams = Field(default_factory=CacheParams)
     augment: AugmentParams = Field(default_factory=AugmentParams)
     train: TrainParams = Field(default_factory=TrainParams)
+    replicates: ReplicatesParams = Field(default_factory=ReplicatesParams)
     models: ModelsParams = Field(default_factory=ModelsParams)
     teachers: TeachersParams = Field(default_factory=TeachersParams)
     student: StudentParams = Field(default_factory=StudentParams)
@@ -281,6 +307,15 @@ class Params(Section):
         if self.cache.size < largest:
             raise ValueError(
                 f"cache.size ({self.cache.size}) must be >= every model input size ({largest})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _replicates_are_not_the_main_run(self) -> Params:
+        if self.train.seed in self.replicates.seeds:
+            raise ValueError(
+                f"replicates.seeds must not contain train.seed ({self.train.seed}); "
+                "the main runs already use it"
             )
         return self
 

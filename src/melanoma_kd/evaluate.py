@@ -9,7 +9,10 @@ On top of the per-model metrics this module computes
 
 * the error analysis of the best teacher (by validation pAUC) against the selected KD student
   (the grid point chosen on validation by the export stage), McNemar p included;
-* the paired KD gain over the scratch student (patient bootstrap CI + paired permutation test);
+* paired comparisons on the same holdout images — KD gain over the scratch student and selected
+  KD student vs best teacher (patient bootstrap CI of the delta + paired permutation test);
+* the seed replicates (``replicates.seeds``): mean ± sd of holdout ROC-AUC and pAUC over the main
+  run and its replicates, for the scratch student and the selected KD point;
 * the INT8 vs fp32 holdout ROC-AUC drop;
 * the KD ablation table (validation metrics per grid point) and the hardest holdout cases.
 
@@ -37,7 +40,7 @@ from melanoma_kd.errors import UserError
 from melanoma_kd.io import atomic_path, read_json, write_json
 
 DECIMALS = 6
-Group = Literal["teacher", "scratch", "kd", "onnx"]
+Group = Literal["teacher", "scratch", "kd", "onnx", "replicate"]
 Kind = Literal["torch", "onnx"]
 
 # Key models: their curves are overlaid in one plot per kind; files are named by role so the
@@ -52,6 +55,7 @@ ROLE_LABELS: dict[str, str] = {
 SCRATCH = "student_scratch"
 ONNX_FP32 = "kd_onnx_fp32"
 ONNX_INT8 = "kd_onnx_int8"
+REPLICATE_BASES: tuple[str, ...] = ("scratch", "kd")  # what a seed replicate retrains
 HARD_CASE_KINDS: tuple[str, ...] = (
     "teacher_right_student_wrong",
     "student_right_teacher_wrong",
@@ -73,6 +77,8 @@ class ModelSpec:
     path: Path
     run_dir: Path | None = None  # metrics/<group>/<name>: summary.json and dvclive curves
     point: tuple[str, str, str] | None = None  # KD grid point (T, alpha, method) as DVC names it
+    seed: int | None = None  # seed replicates: the init/shuffle seed
+    base: str | None = None  # seed replicates: "scratch" or "kd" (the selected point)
 
 
 def dvc_str(value: object) -> str:
@@ -99,6 +105,21 @@ def point_key(point: Sequence[str]) -> str:
     return "-".join(point)
 
 
+def replicate_name(base: str, seed: int) -> str:
+    """Report name of a seed replicate: ``student_scratch_seed1``, ``kd_selected_seed1``."""
+    return f"{SCRATCH if base == 'scratch' else 'kd_selected'}_seed{seed}"
+
+
+def replicate_seeds(raw_params: Mapping[str, Any]) -> list[int]:
+    """``replicates.seeds`` from the raw YAML (none when the section is absent)."""
+    seeds = (raw_params.get("replicates") or {}).get("seeds", [])
+    if not isinstance(seeds, list) or not all(
+        isinstance(x, int) and not isinstance(x, bool) for x in seeds
+    ):
+        raise UserError(f"params: replicates.seeds must be a list of integers, got {seeds!r}")
+    return seeds
+
+
 def read_raw_params(path: str | Path) -> dict[str, Any]:
     """``params.yaml`` as plain YAML (validate it with ``load_params`` first)."""
     return yaml.safe_load(Path(path).read_text()) or {}
@@ -109,7 +130,7 @@ def model_specs(
     models_dir: str | Path = "models",
     metrics_root: str | Path = "metrics",
 ) -> list[ModelSpec]:
-    """Every model of the pipeline, in report order: teachers, scratch, KD grid, ONNX fp32, INT8."""
+    """Every model in report order: teachers, scratch, KD grid, ONNX fp32/INT8, seed replicates."""
     models, runs = Path(models_dir), Path(metrics_root)
     archs = raw_params.get("teachers", {}).get("archs")
     if not isinstance(archs, list) or not archs:
@@ -147,6 +168,19 @@ def model_specs(
         )
     specs.append(ModelSpec(ONNX_FP32, "onnx", "onnx", models / "onnx" / "student_kd.onnx"))
     specs.append(ModelSpec(ONNX_INT8, "onnx", "onnx", models / "onnx" / "student_kd_int8.onnx"))
+    for seed in replicate_seeds(raw_params):
+        specs += [
+            ModelSpec(
+                replicate_name(base, seed),
+                "replicate",
+                "torch",
+                models / "replicates" / str(seed) / f"{base}.pt",
+                runs / "replicates" / str(seed) / base,
+                seed=seed,
+                base=base,
+            )
+            for base in REPLICATE_BASES
+        ]
     return specs
 
 
@@ -340,22 +374,25 @@ def error_analysis(
     }
 
 
-def kd_gain(
-    y: np.ndarray, s_kd: np.ndarray, s_scratch: np.ndarray, groups: np.ndarray, cfg: EvaluateParams
+def paired_comparison(
+    y: np.ndarray,
+    s_a: np.ndarray,
+    s_b: np.ndarray,
+    groups: np.ndarray,
+    cfg: EvaluateParams,
+    what: str = "paired comparison",
 ) -> dict[str, float]:
-    """KD student minus scratch student on the same holdout images: delta, patient-bootstrap
-    95 % CI and two-sided paired permutation p, for ROC-AUC and pAUC."""
+    """Model a minus model b on the same holdout images: delta, patient-bootstrap 95 % CI and
+    two-sided paired permutation p, for ROC-AUC and pAUC (the one place every comparison uses)."""
     out: dict[str, float] = {"n_boot": cfg.n_boot, "n_perm": cfg.n_boot}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for metric in ("roc_auc", "pauc"):
             try:
-                d = M.paired_bootstrap_delta(
-                    y, s_kd, s_scratch, groups, metric, cfg.n_boot, cfg.seed
-                )
+                d = M.paired_bootstrap_delta(y, s_a, s_b, groups, metric, cfg.n_boot, cfg.seed)
             except ValueError as exc:
-                raise UserError(f"KD gain: {metric} bootstrap impossible ({exc})") from None
-            p = M.paired_permutation_pvalue(y, s_kd, s_scratch, metric, cfg.n_boot, cfg.seed)
+                raise UserError(f"{what}: {metric} bootstrap impossible ({exc})") from None
+            p = M.paired_permutation_pvalue(y, s_a, s_b, metric, cfg.n_boot, cfg.seed)
             out.update(
                 {
                     f"{metric}_delta": d["delta"],
@@ -365,6 +402,44 @@ def kd_gain(
                 }
             )
     return _round(out)
+
+
+def kd_gain(
+    y: np.ndarray, s_kd: np.ndarray, s_scratch: np.ndarray, groups: np.ndarray, cfg: EvaluateParams
+) -> dict[str, float]:
+    """KD student minus scratch student: :func:`paired_comparison`."""
+    return paired_comparison(y, s_kd, s_scratch, groups, cfg, "KD gain")
+
+
+def seed_summary(
+    specs: Sequence[ModelSpec], metrics: Mapping[str, Mapping[str, float]], selected: str
+) -> dict[str, Any]:
+    """Holdout ROC-AUC/pAUC of scratch and selected KD over the main run + its seed replicates.
+
+    Flat: ``<base>_<metric>_mean`` / ``_sd`` (sample sd, n - 1; null with one seed) for base
+    ``scratch``, ``kd`` and ``gain`` (per-seed KD minus scratch), plus the model names used.
+    """
+    reps = [s for s in specs if s.group == "replicate"]
+    seeds = sorted({s.seed for s in reps if s.seed is not None})
+    models = {
+        "scratch": [SCRATCH] + [replicate_name("scratch", x) for x in seeds],
+        "kd": [selected] + [replicate_name("kd", x) for x in seeds],
+    }
+    out: dict[str, Any] = {
+        "n_seeds": 1 + len(seeds),
+        "replicate_seeds": ",".join(str(x) for x in seeds),
+        "scratch_models": ",".join(models["scratch"]),
+        "kd_models": ",".join(models["kd"]),
+    }
+    for metric in ("roc_auc", "pauc"):
+        values = {b: np.array([metrics[n][metric] for n in names]) for b, names in models.items()}
+        values["gain"] = values["kd"] - values["scratch"]
+        for base, v in values.items():
+            out[f"{base}_{metric}_mean"] = round(float(v.mean()), DECIMALS)
+            out[f"{base}_{metric}_sd"] = (
+                round(float(v.std(ddof=1)), DECIMALS) if v.size > 1 else None
+            )
+    return out
 
 
 def hard_cases(
@@ -423,6 +498,8 @@ class Evaluation:
     ablation: pd.DataFrame
     hard_cases: pd.DataFrame
     cfg: EvaluateParams = field(default_factory=EvaluateParams)
+    student_vs_teacher: dict[str, Any] = field(default_factory=dict)
+    seeds: dict[str, Any] = field(default_factory=dict)
 
     def role_predictions(self, role: str) -> Predictions:
         return self.predictions[self.roles[role]]
@@ -486,7 +563,8 @@ def evaluate_all(
     cfg: EvaluateParams,
     n_hard: int = 12,
 ) -> Evaluation:
-    """Per-model metrics, key-model roles, error analysis, KD gain, ablation and hard cases."""
+    """Per-model metrics, key-model roles, error analysis, paired comparisons (KD vs scratch,
+    student vs teacher), seed-replicate summary, ablation and hard cases."""
     specs = list(specs)
     missing = [s.name for s in specs if s.name not in predictions]
     if missing:
@@ -536,6 +614,11 @@ def evaluate_all(
         "scratch_model": SCRATCH,
         **kd_gain(y, s_s, s_scratch, groups, cfg),
     }
+    vs_teacher = {
+        "student_model": student,
+        "teacher_model": teacher,
+        **paired_comparison(y, s_s, s_t, groups, cfg, "student vs teacher"),
+    }
     return Evaluation(
         specs=specs,
         predictions=preds,
@@ -546,6 +629,8 @@ def evaluate_all(
         ablation=ablation_table(specs, metrics, selected),
         hard_cases=hard_cases(hold, s_t, t_t, s_s, t_s, n_hard),
         cfg=cfg,
+        student_vs_teacher=vs_teacher,
+        seeds=seed_summary(specs, metrics, selected),
     )
 
 
@@ -570,8 +655,11 @@ def save_evaluation(
     metrics_dir: str | Path,
     error_analysis_path: str | Path,
     kd_gain_path: str | Path,
+    student_vs_teacher_path: str | Path | None = None,
+    seeds_path: str | Path | None = None,
 ) -> None:
-    """Predictions CSVs, one flat metrics JSON per model, error analysis and KD gain JSON.
+    """Predictions CSVs, one flat metrics JSON per model, error analysis, KD gain JSON and
+    (when paths are given) the student-vs-teacher comparison and the seed-replicate summary.
 
     The two folders are replaced as a whole, so a model removed from the grid leaves no file.
     """
@@ -583,6 +671,10 @@ def save_evaluation(
             write_json(tmp / f"{name}.json", m)
     write_json(error_analysis_path, ev.error_analysis)
     write_json(kd_gain_path, ev.kd_gain)
+    if student_vs_teacher_path is not None:
+        write_json(student_vs_teacher_path, ev.student_vs_teacher)
+    if seeds_path is not None:
+        write_json(seeds_path, ev.seeds)
 
 
 def training_curves(run_dir: Path) -> pd.DataFrame:

@@ -1,8 +1,9 @@
 """``reports/summary.md``: one markdown summary of the evaluation, generated from pipeline outputs.
 
 Every number comes from a file written by an earlier stage (per-model holdout metrics, error
-analysis, KD gain, KD ablation table, and — when present — scikit-learn baselines and the
-latency benchmark); nothing is typed by hand. The text is deterministic: fixed ordering, fixed
+analysis, paired comparisons — KD gain, student vs teacher —, the seed-replicate summary, KD
+ablation table, and — when present — scikit-learn baselines and the latency benchmark); nothing
+is typed by hand. The text is deterministic: fixed ordering, fixed
 number formats, no timestamps, so an unchanged pipeline gives a byte-identical report.
 Optional inputs that are absent are named in the report instead of being silently left out.
 """
@@ -60,6 +61,8 @@ class ReportInputs:
     baselines_path: str = "metrics/baselines.json"
     benchmark_path: str = "metrics/benchmark.json"
     plots_dir: Path = Path("plots")
+    student_vs_teacher: dict[str, Any] | None = None
+    seeds: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- reading
@@ -91,8 +94,11 @@ def load_inputs(
     baselines: str | Path,
     benchmark: str | Path,
     plots_dir: str | Path,
+    student_vs_teacher: str | Path | None = None,
+    seeds: str | Path | None = None,
 ) -> ReportInputs:
-    """Read the evaluate stage's outputs (required) and baselines/benchmark (optional)."""
+    """Read the evaluate stage's outputs (required; the student-vs-teacher comparison and the
+    seed-replicate summary when their paths are given) and baselines/benchmark (optional)."""
     metrics = {
         s.name: _read_required(Path(metrics_dir) / f"{s.name}.json", f"metrics of {s.name}")
         for s in specs
@@ -115,6 +121,12 @@ def load_inputs(
         baselines_path=str(baselines),
         benchmark_path=str(benchmark),
         plots_dir=Path(plots_dir),
+        student_vs_teacher=(
+            None
+            if student_vs_teacher is None
+            else _read_required(Path(student_vs_teacher), "student vs teacher comparison")
+        ),
+        seeds=None if seeds is None else _read_required(Path(seeds), "seed-replicate summary"),
     )
 
 
@@ -171,6 +183,9 @@ def describe(spec: ModelSpec, selected: str, best_teacher: str) -> str:
         return f"KD {method}, T={t}, α={a}" + (
             " **← selected on val**" if spec.name == selected else ""
         )
+    if spec.group == "replicate":
+        base = "student from scratch" if spec.base == "scratch" else "selected KD point"
+        return f"{base}, seed {spec.seed} (replicate)"
     if spec.name == ONNX_FP32:
         return "selected KD student, ONNX fp32"
     if spec.name == ONNX_INT8:
@@ -287,16 +302,73 @@ def _models_section(inputs: ReportInputs, selected: str, best_teacher: str) -> l
     return [*lines, ""]
 
 
-def _kd_gain_section(inputs: ReportInputs) -> list[str]:
-    g = inputs.kd_gain
-    n_perm = int(g.get("n_perm", inputs.cfg.n_boot))
-    out = ["## KD gain over the scratch student", ""]
-    out.append(
-        f"`{g['kd_model']}` minus `{g['scratch_model']}` on the same holdout images "
+def mean_sd(mean: Any, sd: Any, sign: bool = False) -> str:
+    """``0.8123 ± 0.0123`` (``+0.0123 ± …`` with ``sign``; sd a dash when undefined)."""
+    shown = signed(float(mean)) if sign and f4(mean) != DASH else f4(mean)
+    return f"{shown} ± {f4(sd)}"
+
+
+def _seeds_section(inputs: ReportInputs, selected: str) -> list[str]:
+    sd = inputs.seeds
+    if sd is None:
+        return []
+    kd_spec = next((s for s in inputs.specs if s.name == selected), None)
+    kd_what = describe(kd_spec, "", "") if kd_spec is not None else selected
+    main = {"scratch": inputs.metrics.get(SCRATCH, {}), "kd": inputs.metrics.get(selected, {})}
+    gain = inputs.kd_gain
+    rows = []
+    for base, what in (
+        ("scratch", "student from scratch"),
+        ("kd", f"{kd_what} (selected on val)"),
+        ("gain", "KD − scratch, per seed"),
+    ):
+        if base == "gain":
+            single = [signed(gain[f"{m}_delta"]) for m in ("roc_auc", "pauc")]
+        else:
+            single = [f4(main[base].get(m)) for m in ("roc_auc", "pauc")]
+        rows.append(
+            [
+                what,
+                str(sd.get("n_seeds", DASH)),
+                *(
+                    mean_sd(sd.get(f"{base}_{m}_mean"), sd.get(f"{base}_{m}_sd"), base == "gain")
+                    for m in ("roc_auc", "pauc")
+                ),
+                *single,
+            ]
+        )
+    header = [
+        "model",
+        "seeds",
+        "holdout ROC-AUC mean ± sd",
+        "holdout pAUC mean ± sd",
+        "main run ROC-AUC",
+        "main run pAUC",
+    ]
+    reps = sd.get("replicate_seeds") or DASH
+    return [
+        "## Seed replicates (holdout)",
+        "",
+        f"The main run (`train.seed`) plus replicate seeds {reps} (`replicates.seeds`), each "
+        "retrained with only the init/shuffle seed changed (same data, augmented views and "
+        "cached teacher outputs; the KD point is the one selected on validation). mean ± sd: "
+        "sample sd (n − 1) over the seeds. The single-seed grid points are in the table above "
+        "and the ablation below.",
+        "",
+        *table(header, rows, "lr" + "r" * 4),
+        "",
+    ]
+
+
+def _paired_lines(g: Mapping[str, Any], a: str, b: str, n_perm_default: int) -> list[str]:
+    """``a`` minus ``b``: one ``Δ (95 % CI lo..hi), p`` line per metric, whatever the sign."""
+    n_perm = int(g.get("n_perm", n_perm_default))
+    out = [
+        f"`{g[a]}` minus `{g[b]}` on the same holdout images "
         f"(paired; 95 % CI: bootstrap over patients, {int(g.get('n_boot', n_perm))} resamples; "
-        "p: two-sided paired permutation test):"
-    )
-    out.append("")
+        "p: two-sided paired permutation test):",
+        "",
+    ]
     for metric, label in (("roc_auc", "ΔROC-AUC"), ("pauc", "ΔpAUC")):
         if f"{metric}_delta" not in g:
             continue
@@ -306,6 +378,17 @@ def _kd_gain_section(inputs: ReportInputs) -> list[str]:
             f"{p_value(float(g[f'{metric}_p']), n_perm)}"
         )
     return [*out, ""]
+
+
+def _kd_gain_section(inputs: ReportInputs) -> list[str]:
+    out = ["## KD gain over the scratch student", ""]
+    out += _paired_lines(inputs.kd_gain, "kd_model", "scratch_model", inputs.cfg.n_boot)
+    if inputs.student_vs_teacher is not None:
+        out += ["## Student vs teacher", ""]
+        out += _paired_lines(
+            inputs.student_vs_teacher, "student_model", "teacher_model", inputs.cfg.n_boot
+        )
+    return out
 
 
 def _ablation_section(inputs: ReportInputs, selected: str) -> list[str]:
@@ -347,7 +430,9 @@ def _ablation_section(inputs: ReportInputs, selected: str) -> list[str]:
         "",
         f"Every grid point on the **validation** split. `{selected}` was selected by the export "
         "stage on validation pAUC (ties: validation ROC-AUC, then name); holdout numbers "
-        f"played no part in the choice. Scratch student validation pAUC: {f4(scratch_val)}.",
+        f"played no part in the choice. Scratch student validation pAUC: {f4(scratch_val)}. "
+        "Feature KD (`(1-α)·CE + α·MSE` on pooled features) has no temperature, so its rows "
+        "repeat across T by construction.",
         "",
         *table(header, rows, "lll" + "r" * 4 + "l"),
         "",
@@ -479,6 +564,7 @@ def render(inputs: ReportInputs, report_path: str | Path = "reports/summary.md")
         "do not edit by hand — every number below is computed, none is typed.",
         "",
         *_models_section(inputs, selected, best_teacher),
+        *_seeds_section(inputs, selected),
         *_kd_gain_section(inputs),
         *_ablation_section(inputs, selected),
         *_error_section(inputs),

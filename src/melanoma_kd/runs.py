@@ -8,8 +8,9 @@ predictions used later for threshold selection, and dvclive curves under ``.../l
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,10 @@ from melanoma_kd.data.transforms import build_augment
 from melanoma_kd.distill import Objective
 from melanoma_kd.errors import UserError
 from melanoma_kd.io import atomic_path, sha256_json, write_json
+from melanoma_kd.launch import is_main_process, join_process_group, threads_per_process
 from melanoma_kd.losses import task_loss
 from melanoma_kd.models.build import IMAGENET_MEAN, IMAGENET_STD, build_model, save_checkpoint
-from melanoma_kd.train import Schedule, TeacherOutputs, fit, set_determinism
+from melanoma_kd.train import EpochLogger, Schedule, TeacherOutputs, fit, set_determinism
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,25 @@ class RunPaths:
 def params_hash(params: Params, *sections: str, extra: dict[str, Any] | None = None) -> str:
     """Hash of the param sections (and extra settings) a run depends on."""
     data = {s: getattr(params, s).model_dump() for s in sections}
+    if data.get("train", {}).get("nproc") == 1:
+        del data["train"]["nproc"]  # added later: left out at 1, so earlier hashes still hold
     return sha256_json({**data, **(extra or {})})[:16]
+
+
+@contextlib.contextmanager
+def _curves(live_dir: Path, enabled: bool) -> Iterator[EpochLogger | None]:
+    """An epoch logger writing dvclive curves under ``live_dir``; ``None`` when not enabled."""
+    if not enabled:
+        yield None
+        return
+    with Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+
+        def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            for key, value in metrics.items():
+                live.log_metric(key, round(float(value), 6))
+            live.next_step()
+
+        yield log_epoch
 
 
 def run_training(
@@ -71,16 +91,25 @@ def run_training(
     extra_meta: dict[str, Any],
     teacher_outputs: Path | None = None,
     desc: str = "train",
+    seed: int | None = None,
 ) -> dict[str, Any]:
-    """Train one model and write its checkpoint, summary, validation predictions and curves."""
-    cfg = params.train
-    set_determinism(cfg.seed, cfg.num_threads)
+    """Train one model and write its checkpoint, summary, validation predictions and curves.
+
+    With ``train.nproc > 1`` this runs in each torchrun worker; only rank 0 writes anything
+    (the others return ``{}``).
+
+    ``seed`` (a seed replicate) replaces ``train.seed`` for model init and shuffle order only:
+    augmented views stay keyed by ``train.seed``, the key the cached teacher outputs use.
+    """
+    cfg = params.train if seed is None else params.train.model_copy(update={"seed": seed})
+    set_determinism(cfg.seed, threads_per_process(cfg.num_threads))
+    main = is_main_process()
     train_ds = CacheDataset(
-        cache_dir / "train.h5", augment=build_augment(params.augment), seed=cfg.seed
+        cache_dir / "train.h5", augment=build_augment(params.augment), seed=params.train.seed
     )
     val_ds = CacheDataset(cache_dir / "val.h5")
     model, pretrained = build_model(arch, params.models.weights_dir)
-    if not pretrained:
+    if not pretrained and main:
         print(f"{desc}: {arch}: no local weights in {params.models.weights_dir}, random init")
     objective = make_objective(model, task_loss(cfg, class_weights(train_ds.labels)))
     sched = Schedule(schedule_epochs, lr, image_size, IMAGENET_MEAN, IMAGENET_STD)
@@ -98,13 +127,8 @@ def run_training(
         state = {k: v.detach().cpu().clone() for k, v in objective.student.state_dict().items()}
         best.update(epoch=epoch, metrics=metrics, scores=scores, state=state)
 
-    with Live(dir=str(paths.live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-
-        def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            for key, value in metrics.items():
-                live.log_metric(key, round(float(value), 6))
-            live.next_step()
-
+    join_process_group(cfg.nproc)
+    with _curves(paths.live_dir, enabled=main) as log_epoch:
         result = fit(
             objective,
             train_ds,
@@ -116,6 +140,8 @@ def run_training(
             TeacherOutputs(teacher_outputs) if teacher_outputs else None,
             desc=desc,
         )
+    if not main:
+        return {}
     if not best:
         raise UserError(f"{desc}: validation pAUC was never finite; nothing to save")
     # Outputs appear only once training has finished (an interrupted run leaves none).

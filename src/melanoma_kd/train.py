@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from melanoma_kd import distributed
 from melanoma_kd.config import TrainParams
 from melanoma_kd.data.dataset import CacheDataset, balanced_sampler
 from melanoma_kd.data.transforms import model_input
@@ -87,20 +88,26 @@ class Schedule:
 
 
 def _loader(ds: CacheDataset, cfg: TrainParams, epoch: int) -> DataLoader:
-    """Epoch ``epoch``'s seeded order (or balanced draw); a lone last sample is dropped, since
-    BatchNorm cannot train on a batch of one."""
+    """Epoch ``epoch``'s seeded order (or balanced draw) — under DDP this rank's shard of it;
+    a lone last sample is dropped, since BatchNorm cannot train on a batch of one."""
     seed = cfg.seed * 100_003 + epoch
     order = (
         {"sampler": balanced_sampler(ds.labels, seed)}
         if cfg.balanced_sampler
         else {"shuffle": True, "generator": torch.Generator().manual_seed(seed)}
     )
+    n = len(ds)
+    rank, world = distributed.rank_and_world()
+    if world > 1:  # the order one process would draw (same sampler and RNG use), then a shard
+        full = next(iter(DataLoader(range(n), batch_size=n, **order))).tolist()
+        order = {"sampler": distributed.shard(full, rank, world)}
+        n = len(order["sampler"])
     return DataLoader(
         ds,
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
         pin_memory=torch.cuda.is_available(),
-        drop_last=len(ds) % cfg.batch_size == 1,
+        drop_last=n % cfg.batch_size == 1,
         **order,
     )
 
@@ -133,11 +140,16 @@ def fit(
     teacher: TeacherOutputs | None = None,
     desc: str = "train",
 ) -> dict[str, Any]:
-    """Train ``objective``; call ``on_best(epoch, metrics, val_scores)`` at each new best pAUC."""
+    """Train ``objective``; call ``on_best(epoch, metrics, val_scores)`` at each new best pAUC.
+
+    Under torchrun each rank trains on its shard and sees the same metrics (``distributed.py``).
+    """
     device = default_device()
     objective.to(device)
     if device.type == "cuda":
         objective.to(memory_format=torch.channels_last)
+    model = distributed.wrap(objective, device)  # DDP under torchrun, else objective itself
+    rank = distributed.rank_and_world()[0]
     amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     optim_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
     optimizer = optim_cls(objective.parameters(), lr=sched.lr, weight_decay=cfg.weight_decay)
@@ -155,7 +167,7 @@ def fit(
         bar = tqdm(
             _loader(train, cfg, epoch),
             desc=f"{desc} {epoch + 1}/{sched.epochs}",
-            disable=None,
+            disable=None if rank == 0 else True,
             leave=False,
             unit="batch",
         )
@@ -170,16 +182,18 @@ def fit(
                     for k, v in teacher.batch(batch["index"]).items()
                 }
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                out = objective(x, y, tb)
+                out = model(x, y, tb)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             optimizer.step()
             total += float(out["loss"].detach()) * len(y)
             seen += len(y)
+        total, seen = distributed.sum_across([total, seen], device)
+        distributed.sync_buffers(objective)
         metrics, scores = validate(objective, val, sched)
         metrics = {
             "train_loss": total / max(seen, 1),
-            **metrics,
+            **distributed.from_rank0(metrics, device),
             "lr": optimizer.param_groups[0]["lr"],
         }
         history.append(metrics)

@@ -1,0 +1,157 @@
+"""Seed replicates: the scratch student and the validation-selected KD point, retrained per seed.
+
+A replicate differs from its main run (``train_student`` / ``distill@<point>``) **only** by the
+seed of model initialisation and of the shuffle order. Everything else is the main run's:
+the data, the recipe (``train``, ``augment``, ``models``, ``student``) and — on purpose — the
+augmentation seed, which stays ``train.seed``. The cached teacher outputs
+(``data/teacher_outputs.h5``) are indexed by ``(epoch, train index)`` of the views made with
+``train.seed``; keeping that seed keeps them exactly the teacher's view of each sample the
+replicate trains on, so no second teacher pass is needed.
+
+The replicate seeds live in their own params section (``replicates.seeds``), not in ``train``:
+``train`` is a dependency of every training stage, and editing the list of replicate seeds must
+not rerun them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from melanoma_kd.config import Params
+from melanoma_kd.distill import METHODS, Objective, Supervised
+from melanoma_kd.errors import UserError
+from melanoma_kd.io import read_json
+from melanoma_kd.runs import RunPaths, params_hash, run_training
+
+Kind = Literal["scratch", "kd"]
+KINDS: tuple[Kind, ...] = ("scratch", "kd")
+# The param sections a student run's checkpoint hash covers (train_student and distill stages).
+RUN_SECTIONS: tuple[str, ...] = ("train", "augment", "models", "student")
+
+
+@dataclass(frozen=True)
+class KDPoint:
+    """One KD grid point: ``key`` is DVC's ``${key}`` (``T-alpha-method``)."""
+
+    key: str
+    temperature: float
+    alpha: float
+    method: str
+
+    def as_meta(self) -> dict[str, Any]:
+        """The point as the distill stage records it (and hashes it)."""
+        return {"temperature": self.temperature, "alpha": self.alpha, "method": self.method}
+
+
+def parse_point(key: str) -> KDPoint:
+    """``"4-0.5-response"`` → :class:`KDPoint`; numbers may contain ``-`` (``1e-05``)."""
+    head, _, method = key.rpartition("-")
+    if method not in METHODS:
+        raise UserError(f"KD point {key!r}: unknown method {method!r} (known: {sorted(METHODS)})")
+    splits = []
+    for i, ch in enumerate(head):
+        if ch != "-":
+            continue
+        try:
+            splits.append((float(head[:i]), float(head[i + 1 :])))
+        except ValueError:
+            continue
+    ok = [(t, a) for t, a in splits if t > 0 and 0 <= a <= 1 and math.isfinite(t)]
+    if len(ok) != 1:
+        raise UserError(f"KD point {key!r}: expected <temperature>-<alpha>-<method>")
+    return KDPoint(key, ok[0][0], ok[0][1], method)
+
+
+def read_selected(path: str | Path) -> KDPoint:
+    """The KD point chosen on validation, from the export stage's ``selected_student.json``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: not found (written by the export_student stage)")
+    data = read_json(path)
+    point = data.get("point") if isinstance(data, dict) else None
+    if not isinstance(point, str):
+        raise UserError(f"{path}: field 'point' (e.g. \"4-0.5-response\") is missing")
+    return parse_point(point)
+
+
+def replicate_hash(params: Params, seed: int, point: KDPoint | None = None) -> str:
+    """Checkpoint params hash of a run: the main run's hash plus the seed when it differs.
+
+    With ``seed == train.seed`` this is exactly the hash the ``train_student`` (no ``point``) and
+    ``distill`` stages record, so replicate and main run differ by the seed and nothing else.
+    """
+    extra: dict[str, Any] = point.as_meta() if point is not None else {}
+    if seed != params.train.seed:
+        extra["replicate_seed"] = seed
+    return params_hash(params, *RUN_SECTIONS, extra=extra)
+
+
+def kd_objective(
+    params: Params, point: KDPoint, feature_dims: list[int]
+) -> Callable[[torch.nn.Module, torch.nn.Module], Objective]:
+    """``make_objective`` for a KD point, built the way the distill stage builds it."""
+    make = functools.partial(
+        METHODS[point.method],
+        temperature=point.temperature,
+        alpha=point.alpha,
+        n_stages=params.distill.feature_stages,
+        teacher_dims=feature_dims,
+        image_size=params.student.image_size,
+    )
+    return lambda student, loss: make(student, loss)
+
+
+def train_replicate(
+    params: Params,
+    kind: Kind,
+    seed: int,
+    *,
+    cache_dir: Path,
+    paths: RunPaths,
+    point: KDPoint | None = None,
+    teacher_outputs: Path | None = None,
+) -> dict[str, Any]:
+    """Train one replicate (``kind`` scratch or kd) with init/shuffle ``seed``."""
+    if seed == params.train.seed:
+        raise UserError(f"replicate: seed {seed} is train.seed; that run is the main run")
+    s = params.student
+    if kind == "scratch":
+        point = None  # the scratch run has no KD point (nor is one part of its hash)
+    meta: dict[str, Any] = {"seed": seed, "params_hash": replicate_hash(params, seed, point)}
+    if kind == "scratch":
+        make: Callable[[torch.nn.Module, torch.nn.Module], Objective] = Supervised
+        meta["role"] = "student"
+        desc = f"replicate seed {seed}: scratch"
+    elif kind == "kd":
+        if point is None or teacher_outputs is None:
+            raise UserError(
+                "replicate: a kd replicate needs the selected point and teacher outputs"
+            )
+        from melanoma_kd.teacher_outputs import teacher_feature_dims
+
+        make = kd_objective(params, point, teacher_feature_dims(teacher_outputs))
+        meta.update(role="distilled", **point.as_meta())
+        desc = f"replicate seed {seed}: KD {point.key}"
+    else:
+        raise UserError(f"replicate: unknown kind {kind!r} (known: {list(KINDS)})")
+    return run_training(
+        params,
+        arch=s.arch,
+        schedule_epochs=s.epochs,
+        lr=s.lr,
+        image_size=s.image_size,
+        cache_dir=cache_dir,
+        paths=paths,
+        make_objective=make,
+        extra_meta=meta,
+        teacher_outputs=teacher_outputs if kind == "kd" else None,
+        desc=desc,
+        seed=seed,
+    )

@@ -1,0 +1,48 @@
+"""replicate: for one extra seed, retrain the scratch student and the KD point chosen on validation.
+
+Only the init/shuffle seed differs from the main runs (see ``melanoma_kd.replicates``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from melanoma_kd.config import load_params
+from melanoma_kd.errors import cli_entry
+from melanoma_kd.launch import torchrun_if_needed
+from melanoma_kd.replicates import read_selected, train_replicate
+from melanoma_kd.runs import RunPaths
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--selected", required=True, help="export stage's selected_student.json")
+    ap.add_argument("--cache-dir", required=True)
+    ap.add_argument("--teacher-outputs", required=True)
+    ap.add_argument("--out-dir", required=True, help="writes scratch.pt and kd.pt")
+    ap.add_argument("--metrics-dir", required=True, help="writes scratch/ and kd/")
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params)
+    if (code := torchrun_if_needed(params.train)) is not None:
+        raise SystemExit(code)  # train.nproc > 1: the torchrun workers did the run
+    point = read_selected(args.selected)
+    out, runs = Path(args.out_dir), Path(args.metrics_dir)
+    for kind in ("scratch", "kd"):
+        train_replicate(
+            params,
+            kind,
+            args.seed,
+            cache_dir=Path(args.cache_dir),
+            paths=RunPaths(out / f"{kind}.pt", runs / kind),
+            point=point,
+            teacher_outputs=Path(args.teacher_outputs),
+        )
+
+
+if __name__ == "__main__":
+    main()

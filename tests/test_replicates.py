@@ -1,0 +1,361 @@
+"""Seed replicates, paired comparisons and their report lines (fast unit tests, no pipeline)."""
+
+from __future__ import annotations
+
+import re
+import runpy
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from melanoma_kd import metrics as M
+from melanoma_kd import runs
+from melanoma_kd.config import EvaluateParams, load_params, parse_params
+from melanoma_kd.errors import UserError
+from melanoma_kd.evaluate import (
+    evaluate_all,
+    kd_points,
+    paired_comparison,
+    point_key,
+    save_evaluation,
+)
+from melanoma_kd.io import read_json, write_json
+from melanoma_kd.plots import write_plot_data
+from melanoma_kd.replicates import parse_point, replicate_hash
+from tests.test_evaluate import SELECTED, SMALL, make_predictions
+from tests.test_train import _separable_cache
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "profiles" / "tiny.yaml"
+CFG = EvaluateParams(n_boot=100, seed=0)
+
+
+# --------------------------------------------------------------------------- paired bootstrap
+
+
+def _patients(n_patients: int, per_patient: int, rng: np.random.Generator):
+    """Labels and patient ids: every patient has one label shared by all their images."""
+    y_patient = (rng.random(n_patients) < 0.35).astype(int)
+    y_patient[:2] = [0, 1]
+    y = np.repeat(y_patient, per_patient)
+    groups = np.repeat([f"P{i:03d}" for i in range(n_patients)], per_patient)
+    return y, groups
+
+
+def test_paired_bootstrap_resamples_patients_not_images() -> None:
+    rng = np.random.default_rng(3)
+    y1, g1 = _patients(60, 1, rng)
+    s_a1 = 1 / (1 + np.exp(-(1.5 * y1 + rng.normal(size=y1.size))))
+    s_b1 = 1 / (1 + np.exp(-(1.0 * y1 + rng.normal(size=y1.size))))
+    # The same patients, each image copied 4 times: a patient bootstrap draws the same patients
+    # (same seed), and ROC-AUC/pAUC ignore uniform copies, so the CI must not change. An image
+    # bootstrap would see 4x the sample and give a narrower CI.
+    k = 4
+    y4, g4, s_a4, s_b4 = (np.repeat(v, k) for v in (y1, g1, s_a1, s_b1))
+    for m in ("roc_auc", "pauc"):
+        one = M.paired_bootstrap_delta(y1, s_a1, s_b1, g1, m, CFG.n_boot, CFG.seed)
+        four = M.paired_bootstrap_delta(y4, s_a4, s_b4, g4, m, CFG.n_boot, CFG.seed)
+        images = M.paired_bootstrap_delta(y4, s_a4, s_b4, np.arange(y4.size), m, CFG.n_boot)
+        assert four == pytest.approx(one, abs=1e-9)
+        width = {
+            "patients": four["ci_hi"] - four["ci_lo"],
+            "images": images["ci_hi"] - images["ci_lo"],
+        }
+        assert width["images"] < 0.75 * width["patients"]
+
+
+def test_paired_ci_contains_zero_for_identical_and_excludes_it_for_a_better_model() -> None:
+    rng = np.random.default_rng(7)
+    y, groups = _patients(50, 3, rng)
+    patient_effect = np.repeat(rng.normal(size=50), 3)  # images of a patient are correlated
+    noise = 1 / (1 + np.exp(-(0.3 * y + patient_effect + rng.normal(size=y.size))))
+    good = 1 / (1 + np.exp(-(3.0 * y + 0.3 * patient_effect + rng.normal(size=y.size))))
+
+    same = paired_comparison(y, noise, noise.copy(), groups, CFG)
+    for m in ("roc_auc", "pauc"):
+        assert same[f"{m}_delta_ci_lo"] <= 0.0 <= same[f"{m}_delta_ci_hi"]
+        assert same[f"{m}_p"] == 1.0
+
+    better = paired_comparison(y, good, noise, groups, CFG)
+    worse = paired_comparison(y, noise, good, groups, CFG)
+    for m in ("roc_auc", "pauc"):
+        assert better[f"{m}_delta_ci_lo"] > 0.0
+        assert worse[f"{m}_delta_ci_hi"] < 0.0
+        assert better[f"{m}_p"] < 0.05
+    assert better["roc_auc_delta"] == pytest.approx(-worse["roc_auc_delta"], abs=1e-6)
+
+
+# --------------------------------------------------------------------------- params
+
+
+def _raw(path: Path = TINY) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def test_replicate_seeds_validation_is_one_line() -> None:
+    raw = _raw()
+    raw["replicates"] = {"seeds": [raw["train"]["seed"], 5]}
+    with pytest.raises(UserError, match=r"replicates\.seeds must not contain train\.seed") as e:
+        parse_params(raw)
+    assert "\n" not in str(e.value)
+    raw["replicates"] = {"seeds": [3, 3]}
+    with pytest.raises(UserError, match=r"replicates\.seeds: must be distinct \(got \[3, 3\]\)$"):
+        parse_params(raw)
+    raw["replicates"] = {"seeds": []}
+    with pytest.raises(UserError, match=r"replicates\.seeds"):
+        parse_params(raw)
+
+
+def test_replicate_list_is_its_own_section_in_the_dag() -> None:
+    """Stages that read ``train`` must not depend on the replicate list (no needless reruns)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        keys = [p for p in body.get("params", []) if isinstance(p, str)]
+        if "train" in keys or any(k.startswith("train.") for k in keys):
+            assert not any(k.startswith("replicates") for k in keys), name
+    rep = stages["replicate"]
+    assert rep["foreach"] == "${replicates.seeds}"
+    assert "replicates" not in " ".join(map(str, rep["do"]["params"]))
+
+
+def test_parse_point_round_trips_dvc_keys() -> None:
+    distill = {"temperature": [1, 2.5, 1.0e-5], "alpha": [0.5, 1, 1.0e-5], "method": ["feature"]}
+    for point in kd_points(distill):
+        parsed = parse_point(point_key(point))
+        assert (parsed.temperature, parsed.alpha, parsed.method) == (
+            float(point[0]),
+            float(point[1]),
+            point[2],
+        )
+    with pytest.raises(UserError, match="unknown method"):
+        parse_point("1-0.5-magic")
+
+
+# --------------------------------------------------------------------------- replicate vs main
+
+
+def _fake_fit(calls: list[dict[str, Any]]):
+    """Replace the training loop: record what it was given, report one 'best' epoch."""
+
+    def fake(objective, train, val, cfg, sched, on_best, log=None, teacher=None, desc=""):
+        state = objective.student.state_dict()
+        calls.append(
+            {
+                "desc": desc,
+                "augment_seed": train.seed,
+                "cfg": cfg.model_dump(),
+                "init": torch.cat([v.flatten().float() for v in state.values()]).clone(),
+                "teacher": teacher is not None,
+            }
+        )
+        metrics = {"train_loss": 0.5, "val_loss": 0.5, "val_roc_auc": 0.5, "val_pauc": 0.1}
+        on_best(0, metrics, np.full(len(val), 0.5))
+        return {
+            "best_epoch": 1,
+            "epochs_run": 1,
+            "val_roc_auc": 0.5,
+            "val_pauc": 0.1,
+            "train_seconds": 0.0,
+            "train_images_per_s": 0.0,
+        }
+
+    return fake
+
+
+def _stage(name: str):
+    return runpy.run_path(str(ROOT / "stages" / f"{name}.py"), run_name=f"{name}_stage")["main"]
+
+
+def _meta(path: Path) -> dict[str, Any]:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload.pop("state_dict")
+    return payload
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    params = load_params(TINY)
+    size = params.cache.size
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    _separable_cache(cache / "train.h5", 8, size, seed=0)
+    _separable_cache(cache / "val.h5", 6, size, seed=1)
+    teacher = tmp_path / "teacher_outputs.h5"
+    with h5py.File(teacher, "w") as h5:
+        h5.create_dataset("logits", data=np.zeros((params.student.epochs, 8, 2), np.float32))
+        h5.attrs["n_features"] = 0
+        h5.attrs["feature_dims"] = [16, 32]
+    selected = tmp_path / "selected_student.json"
+    write_json(selected, {"point": "2-0.5-response"})
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(runs, "fit", _fake_fit(calls))
+    torch_threads = torch.get_num_threads()
+    yield tmp_path, params, calls
+    torch.set_num_threads(torch_threads)
+    torch.use_deterministic_algorithms(False)
+
+
+def test_replicate_differs_from_main_run_only_by_seed(workspace) -> None:
+    tmp, params, calls = workspace
+    common = ["--params", str(TINY), "--cache-dir", str(tmp / "cache")]
+    _stage("train_student")(
+        [*common, "--checkpoint", str(tmp / "main/scratch.pt"), "--metrics-dir", str(tmp / "m/s")]
+    )
+    _stage("distill")(
+        [
+            *common,
+            *("--temperature", "2", "--alpha", "0.5", "--method", "response"),
+            *("--teacher-outputs", str(tmp / "teacher_outputs.h5")),
+            *("--checkpoint", str(tmp / "main/kd.pt"), "--metrics-dir", str(tmp / "m/k")),
+        ]
+    )
+    seed = params.train.seed + 1
+    _stage("replicate")(
+        [
+            *common,
+            *("--seed", str(seed), "--selected", str(tmp / "selected_student.json")),
+            *("--teacher-outputs", str(tmp / "teacher_outputs.h5")),
+            *("--out-dir", str(tmp / "rep"), "--metrics-dir", str(tmp / "r")),
+        ]
+    )
+    main_s, main_k, rep_s, rep_k = calls
+    point = parse_point("2-0.5-response")
+    for main, rep, kind, pt in ((main_s, rep_s, "scratch", None), (main_k, rep_k, "kd", point)):
+        # the training loop gets the same recipe except the seed, and the same augmentation seed
+        assert rep["augment_seed"] == main["augment_seed"] == params.train.seed
+        assert rep["cfg"]["seed"] == seed and main["cfg"]["seed"] == params.train.seed
+        assert {**rep["cfg"], "seed": None} == {**main["cfg"], "seed": None}
+        assert rep["teacher"] == main["teacher"] == (kind == "kd")
+        assert not torch.equal(rep["init"], main["init"])  # the seed changes the init
+        # checkpoint metadata: equal apart from the seed (and the hash that covers it)
+        m = _meta(tmp / "main" / f"{kind}.pt")
+        r = _meta(tmp / "rep" / f"{kind}.pt")
+        assert r.pop("seed") == seed
+        assert r.pop("params_hash") != m.pop("params_hash") or pytest.fail("hash ignores seed")
+        assert r == m
+        # the hash function reproduces the main run's hash when given the main seed
+        assert (
+            replicate_hash(params, params.train.seed, pt)
+            == _meta(tmp / "main" / f"{kind}.pt")["params_hash"]
+        )
+        assert replicate_hash(params, seed, pt) == _meta(tmp / "rep" / f"{kind}.pt")["params_hash"]
+        assert (tmp / "r" / kind / "summary.json").is_file()
+        assert (tmp / "r" / kind / "val_predictions.csv").is_file()
+    assert replicate_hash(params, seed, None) != replicate_hash(params, seed + 1, None)
+
+
+def test_replicate_refuses_the_main_seed(workspace, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp, params, _ = workspace
+    with pytest.raises(SystemExit):
+        _stage("replicate")(
+            [
+                *("--params", str(TINY), "--cache-dir", str(tmp / "cache")),
+                *(
+                    "--seed",
+                    str(params.train.seed),
+                    "--selected",
+                    str(tmp / "selected_student.json"),
+                ),
+                *("--teacher-outputs", str(tmp / "teacher_outputs.h5")),
+                *("--out-dir", str(tmp / "rep"), "--metrics-dir", str(tmp / "r")),
+            ]
+        )
+    assert "is train.seed" in capsys.readouterr().err
+    assert not (tmp / "rep").exists()
+
+
+# --------------------------------------------------------------------------- evaluate + report
+
+RAW_REPS = {**SMALL, "replicates": {"seeds": [1, 2]}}
+
+
+def _mean_sd(values: list[float]) -> str:
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def test_report_shows_mean_sd_over_seeds_and_both_paired_lines(tmp_path: Path) -> None:
+    specs, preds = make_predictions(RAW_REPS)
+    names = [s.name for s in specs]
+    assert {"student_scratch_seed1", "kd_selected_seed2"} <= set(names)
+    rep = next(s for s in specs if s.name == "kd_selected_seed2")
+    assert rep.path == Path("models/replicates/2/kd.pt")
+    ev = evaluate_all(specs, preds, SELECTED, CFG)
+    save_evaluation(
+        ev,
+        predictions_dir=tmp_path / "metrics/predictions",
+        metrics_dir=tmp_path / "metrics/evaluate",
+        error_analysis_path=tmp_path / "metrics/error_analysis.json",
+        kd_gain_path=tmp_path / "metrics/kd_gain.json",
+        student_vs_teacher_path=tmp_path / "metrics/student_vs_teacher.json",
+        seeds_path=tmp_path / "metrics/seed_replicates.json",
+    )
+    write_plot_data(ev, tmp_path / "plots", curves=False)
+    params = {**RAW_REPS, "evaluate": CFG.model_dump()}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = tmp_path / "reports/summary.md"
+    args = {
+        "--params": "params.yaml",
+        "--metrics-dir": "metrics/evaluate",
+        "--error-analysis": "metrics/error_analysis.json",
+        "--kd-gain": "metrics/kd_gain.json",
+        "--student-vs-teacher": "metrics/student_vs_teacher.json",
+        "--seeds": "metrics/seed_replicates.json",
+        "--ablation": "plots/kd_ablation.csv",
+        "--baselines": "metrics/baselines.json",
+        "--benchmark": "",
+        "--plots-dir": "plots",
+        "--out": "reports/summary.md",
+    }
+    argv = [a for kv in args.items() for a in (kv[0], str(tmp_path / kv[1]) if kv[1] else "")]
+    _stage("report")(argv)
+    text = out.read_text(encoding="utf-8")
+
+    m = {p.stem: read_json(p) for p in (tmp_path / "metrics/evaluate").glob("*.json")}
+    groups = {
+        "student from scratch": [
+            "student_scratch",
+            "student_scratch_seed1",
+            "student_scratch_seed2",
+        ],
+        "(selected on val)": [SELECTED, "kd_selected_seed1", "kd_selected_seed2"],
+    }
+    section = text.split("## Seed replicates (holdout)")[1].split("\n## ")[0]
+    for label, models in groups.items():
+        row = next(line for line in section.splitlines() if line.startswith("|") and label in line)
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == "3"
+        assert cells[2] == _mean_sd([m[n]["roc_auc"] for n in models])
+        assert cells[3] == _mean_sd([m[n]["pauc"] for n in models])
+        assert cells[4] == f"{m[models[0]]['roc_auc']:.4f}"  # the single-seed main run
+    gain_row = next(line for line in section.splitlines() if "KD − scratch" in line)
+    scratch_models, kd_models = groups.values()
+    per_seed = [
+        m[k]["roc_auc"] - m[s]["roc_auc"] for s, k in zip(scratch_models, kd_models, strict=True)
+    ]
+    mean, sd = np.mean(per_seed), np.std(per_seed, ddof=1)
+    shown = f"{mean:+.4f}".replace("-", "−") + f" ± {sd:.4f}"
+    assert shown in gain_row.split("|")[3], gain_row
+    seeds_json = read_json(tmp_path / "metrics/seed_replicates.json")
+    assert seeds_json["n_seeds"] == 3
+    assert seeds_json["kd_pauc_mean"] == pytest.approx(
+        np.mean([m[n]["pauc"] for n in groups["(selected on val)"]]), abs=1e-6
+    )
+
+    line = re.compile(
+        r"^- ΔROC-AUC = ([+−]\d\.\d{4}) \(95 % CI [+−]\d\.\d{4}\.\.[+−]\d\.\d{4}\), p = \d", re.M
+    )
+    kd_part = text.split("## KD gain over the scratch student")[1].split("\n## ")[0]
+    st_part = text.split("## Student vs teacher")[1].split("\n## ")[0]
+    teacher = ev.roles["best_teacher"]
+    for part, a, b in ((kd_part, SELECTED, "student_scratch"), (st_part, SELECTED, teacher)):
+        found = line.search(part)
+        assert found, part
+        delta = m[a]["roc_auc"] - m[b]["roc_auc"]
+        assert float(found.group(1).replace("−", "-")) == pytest.approx(delta, abs=1e-4)
+        assert f"`{a}` minus `{b}`" in part
