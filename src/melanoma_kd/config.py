@@ -166,7 +166,7 @@ class TeachersParams(Section):
     """Teacher architectures (a DVC foreach) and their schedule."""
 
     archs: Annotated[list[str], Field(min_length=1)] = Field(
-        default_factory=lambda: ["resnet18", "efficientnet_b0"]
+        default_factory=lambda: ["resnet18", "resnet10t"]
     )
     image_size: ImageSize = 64
     epochs: PositiveInt = 10
