@@ -53,7 +53,7 @@ def _produced_paths(stages: dict[str, Any]) -> set[str]:
 def _inputs(entry: dict[str, Any], produced: set[str]) -> dict[str, Any]:
     """What a stage was asked to do: its command, params and git-tracked input files."""
     deps = {
-        d["path"]: d.get("md5") or d.get("hash")
+        d["path"]: d.get("md5")
         for d in entry.get("deps", [])
         if d["path"] not in produced
     }
