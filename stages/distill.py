@@ -10,7 +10,7 @@ from melanoma_kd.config import load_params
 from melanoma_kd.distill import METHODS
 from melanoma_kd.errors import UserError, cli_entry
 from melanoma_kd.launch import torchrun_if_needed
-from melanoma_kd.runs import RunPaths, params_hash, run_training
+from melanoma_kd.runs import RunPaths, params_hash, run_training, transfer_meta
 from melanoma_kd.teacher_outputs import teacher_feature_dims
 
 
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--method", required=True)
     ap.add_argument("--cache-dir", required=True)
     ap.add_argument("--teacher-outputs", required=True)
+    ap.add_argument("--transfer", required=True, help="transfer-set cache (transfer_set stage)")
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--metrics-dir", required=True)
     args = ap.parse_args(argv)
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         image_size=s.image_size,
     )
     point = {"temperature": args.temperature, "alpha": args.alpha, "method": args.method}
+    point |= transfer_meta(params)
     run_training(
         params,
         arch=s.arch,
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
             ),
         },
         teacher_outputs=Path(args.teacher_outputs),
+        transfer=Path(args.transfer) if params.distill.transfer_images else None,
         desc=f"distill T={args.temperature:g} a={args.alpha:g} {args.method}",
     )
 

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kd-gain", default="metrics/kd_gain.json")
     ap.add_argument("--student-vs-teacher", default="metrics/student_vs_teacher.json")
     ap.add_argument("--seeds", default="metrics/seed_replicates.json")
+    ap.add_argument("--transfer-ablation", default="metrics/transfer_ablation.json")
     ap.add_argument("--plots-dir", default="plots")
     args = ap.parse_args(argv)
 
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         for spec in tqdm(specs, desc="evaluate: scoring", unit="model", disable=None)
     }
     ev = evaluate_all(specs, predictions, selected, params.evaluate)
+    ev.transfer["transfer_images"] = params.distill.transfer_images
     save_evaluation(
         ev,
         predictions_dir=args.predictions_dir,
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         kd_gain_path=args.kd_gain,
         student_vs_teacher_path=args.student_vs_teacher,
         seeds_path=args.seeds,
+        transfer_path=args.transfer_ablation,
     )
     write_plot_data(ev, args.plots_dir)
 
@@ -80,6 +83,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{g['roc_auc_delta']:+.4f} [{g['roc_auc_delta_ci_lo']:+.4f}, "
             f"{g['roc_auc_delta_ci_hi']:+.4f}] p = {g['roc_auc_p']:.4g}"
         )
+    tr = ev.transfer
+    print(
+        f"evaluate: transfer set ({tr['kd_model']} - {tr['no_transfer_model']}) ΔROC-AUC "
+        f"{tr['effect_roc_auc_delta']:+.4f} [{tr['effect_roc_auc_delta_ci_lo']:+.4f}, "
+        f"{tr['effect_roc_auc_delta_ci_hi']:+.4f}] p = {tr['effect_roc_auc_p']:.4g}"
+    )
     sd = ev.seeds
     for base in ("scratch", "kd"):
         print(

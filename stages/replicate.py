@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--selected", required=True, help="export stage's selected_student.json")
     ap.add_argument("--cache-dir", required=True)
     ap.add_argument("--teacher-outputs", required=True)
+    ap.add_argument("--transfer", required=True, help="transfer-set cache (transfer_set stage)")
     ap.add_argument("--out-dir", required=True, help="writes scratch.pt and kd.pt")
     ap.add_argument("--metrics-dir", required=True, help="writes scratch/ and kd/")
     args = ap.parse_args(argv)
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
             paths=RunPaths(out / f"{kind}.pt", runs / kind),
             point=point,
             teacher_outputs=Path(args.teacher_outputs),
+            transfer=Path(args.transfer),
         )
 
 

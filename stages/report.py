@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kd-gain", default="metrics/kd_gain.json")
     ap.add_argument("--student-vs-teacher", default="metrics/student_vs_teacher.json")
     ap.add_argument("--seeds", default="metrics/seed_replicates.json")
+    ap.add_argument("--transfer-ablation", default="metrics/transfer_ablation.json")
     ap.add_argument("--ablation", default="plots/kd_ablation.csv")
     ap.add_argument("--baselines", default="metrics/baselines.json", help="optional")
     ap.add_argument("--benchmark", default="metrics/benchmark.json", help="optional")
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         plots_dir=args.plots_dir,
         student_vs_teacher=args.student_vs_teacher,
         seeds=args.seeds,
+        transfer=args.transfer_ablation,
     )
     write_report(args.out, render(inputs, args.out))
     missing = [

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--teacher-metrics", required=True, help="metrics/teachers (<arch>/summary.json)"
     )
+    ap.add_argument("--transfer", required=True, help="transfer-set cache (transfer_set stage)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--metrics", required=True)
     args = ap.parse_args(argv)
@@ -37,10 +38,12 @@ def main(argv: list[str] | None = None) -> None:
         params.student.epochs,
         params.distill.feature_stages,
         args.out,
+        transfer_cache=Path(args.transfer) if params.distill.transfer_images else None,
     )
     write_json(args.metrics, info)
     print(
         f"teacher_outputs: {info['teacher']} over {info['epochs']} epochs x {info['images']} views"
+        f" ({info['transfer_images']} of them transfer-set images)"
     )
 
 

@@ -132,6 +132,7 @@ def test_balanced_sampler_with_weighted_loss_is_rejected(tmp_path: Path) -> None
 def test_balanced_sampler_with_plain_ce_is_accepted(tmp_path: Path) -> None:
     raw = _set(_default_raw(), "train.balanced_sampler", True)
     raw["train"]["loss"] = "ce"
+    raw["distill"]["transfer_images"] = 0  # a transfer set needs a plain shuffle
     assert load_params(_write(tmp_path, raw)).train.balanced_sampler is True
 
 

@@ -103,7 +103,9 @@ def test_kd_points_are_named_like_dvc_matrix_keys() -> None:
         "kd_4-0.5-feature",
         "kd_onnx_fp32",
         "kd_onnx_int8",
+        "kd_selected_no_transfer",
     ]
+    assert specs[-1].path == Path("models/ablation/no_transfer.pt")
     kd = specs[5]
     assert kd.path == Path("models/distill/4-0.5-response.pt")
     assert kd.run_dir == Path("metrics/distill/4-0.5-response")

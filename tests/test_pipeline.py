@@ -54,10 +54,14 @@ def test_full_dag_ran_and_second_repro_is_noop(repo: Path) -> None:
 def test_preprocess_change_reruns_hair_removal_and_downstream_only(repo: Path) -> None:
     with edited_params(repo, preprocess__threshold=20):
         changed = changed_stages(repo)
-        # remove_hair reads preprocess.*; export embeds the hair-removal settings in the ONNX
-        # metadata for `melanoma-kd predict`. Nothing else reads them.
+        # remove_hair and transfer_set (its unlabelled images get the same hair removal) read
+        # preprocess.*; export embeds the hair-removal settings in the ONNX metadata for
+        # `melanoma-kd predict`. Nothing else reads them.
         assert "remove_hair" in changed
-        assert {s for s in changed if not s.startswith("export_")} == {"remove_hair"}
+        assert {s for s in changed if not s.startswith("export_")} == {
+            "remove_hair",
+            "transfer_set",
+        }
         would_run = ran_stages(run(repo, "dvc", "repro", "--dry").stdout)
     assert "remove_hair" in would_run
     assert not would_run & DATA_STAGES

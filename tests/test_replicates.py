@@ -9,6 +9,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -16,8 +17,11 @@ import yaml
 from melanoma_kd import metrics as M
 from melanoma_kd import runs
 from melanoma_kd.config import EvaluateParams, load_params, parse_params
+from melanoma_kd.data.cache import write_split_cache
+from melanoma_kd.data.dataset import UNLABELLED
 from melanoma_kd.errors import UserError
 from melanoma_kd.evaluate import (
+    NO_TRANSFER,
     evaluate_all,
     kd_points,
     paired_comparison,
@@ -33,6 +37,7 @@ from tests.test_train import _separable_cache
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "profiles" / "tiny.yaml"
 CFG = EvaluateParams(n_boot=100, seed=0)
+ID_COLUMNS = ("image_id", "patient_id", "lesion_id")
 
 
 # --------------------------------------------------------------------------- paired bootstrap
@@ -152,6 +157,7 @@ def _fake_fit(calls: list[dict[str, Any]]):
                 "cfg": cfg.model_dump(),
                 "init": torch.cat([v.flatten().float() for v in state.values()]).clone(),
                 "teacher": teacher is not None,
+                "train_len": len(train),
             }
         )
         metrics = {"train_loss": 0.5, "val_loss": 0.5, "val_roc_auc": 0.5, "val_pauc": 0.1}
@@ -186,9 +192,16 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     cache.mkdir()
     _separable_cache(cache / "train.h5", 8, size, seed=0)
     _separable_cache(cache / "val.h5", 6, size, seed=1)
+    n_transfer = params.distill.transfer_images
+    assert n_transfer > 0  # the tiny profile exercises the transfer set
+    rows = pd.DataFrame({c: [f"t{i}" for i in range(n_transfer)] for c in ID_COLUMNS})
+    rows["label"] = UNLABELLED
+    images = np.zeros((n_transfer, size, size, 3), np.uint8)
+    write_split_cache(tmp_path / "transfer.h5", rows, list(images), size, "transfer", "h")
     teacher = tmp_path / "teacher_outputs.h5"
     with h5py.File(teacher, "w") as h5:
-        h5.create_dataset("logits", data=np.zeros((params.student.epochs, 8, 2), np.float32))
+        shape = (params.student.epochs, 8 + n_transfer, 2)
+        h5.create_dataset("logits", data=np.zeros(shape, np.float32))
         h5.attrs["n_features"] = 0
         h5.attrs["feature_dims"] = [16, 32]
     selected = tmp_path / "selected_student.json"
@@ -212,6 +225,7 @@ def test_replicate_differs_from_main_run_only_by_seed(workspace) -> None:
             *common,
             *("--temperature", "2", "--alpha", "0.5", "--method", "response"),
             *("--teacher-outputs", str(tmp / "teacher_outputs.h5")),
+            *("--transfer", str(tmp / "transfer.h5")),
             *("--checkpoint", str(tmp / "main/kd.pt"), "--metrics-dir", str(tmp / "m/k")),
         ]
     )
@@ -221,6 +235,7 @@ def test_replicate_differs_from_main_run_only_by_seed(workspace) -> None:
             *common,
             *("--seed", str(seed), "--selected", str(tmp / "selected_student.json")),
             *("--teacher-outputs", str(tmp / "teacher_outputs.h5")),
+            *("--transfer", str(tmp / "transfer.h5")),
             *("--out-dir", str(tmp / "rep"), "--metrics-dir", str(tmp / "r")),
         ]
     )
@@ -232,6 +247,8 @@ def test_replicate_differs_from_main_run_only_by_seed(workspace) -> None:
         assert rep["cfg"]["seed"] == seed and main["cfg"]["seed"] == params.train.seed
         assert {**rep["cfg"], "seed": None} == {**main["cfg"], "seed": None}
         assert rep["teacher"] == main["teacher"] == (kind == "kd")
+        # KD runs (main and replicate) train on the train split + the transfer set
+        assert rep["train_len"] == main["train_len"] == 8 + (kind == "kd") * 24
         assert not torch.equal(rep["init"], main["init"])  # the seed changes the init
         # checkpoint metadata: equal apart from the seed (and the hash that covers it)
         m = _meta(tmp / "main" / f"{kind}.pt")
@@ -250,6 +267,42 @@ def test_replicate_differs_from_main_run_only_by_seed(workspace) -> None:
     assert replicate_hash(params, seed, None) != replicate_hash(params, seed + 1, None)
 
 
+def test_transfer_ablation_differs_from_the_selected_run_only_by_the_transfer_set(
+    workspace,
+) -> None:
+    tmp, params, calls = workspace
+    common = ["--params", str(TINY), "--cache-dir", str(tmp / "cache")]
+    teacher = ("--teacher-outputs", str(tmp / "teacher_outputs.h5"))
+    _stage("distill")(
+        [
+            *common,
+            *("--temperature", "2", "--alpha", "0.5", "--method", "response"),
+            *teacher,
+            *("--transfer", str(tmp / "transfer.h5")),
+            *("--checkpoint", str(tmp / "main/kd.pt"), "--metrics-dir", str(tmp / "m/k")),
+        ]
+    )
+    _stage("transfer_ablation")(
+        [
+            *common,
+            *("--selected", str(tmp / "selected_student.json"), *teacher),
+            *("--checkpoint", str(tmp / "abl/kd.pt"), "--metrics-dir", str(tmp / "a")),
+        ]
+    )
+    main, ablation = calls
+    assert main["train_len"] == 8 + params.distill.transfer_images and ablation["train_len"] == 8
+    assert ablation["cfg"] == main["cfg"] and ablation["augment_seed"] == main["augment_seed"]
+    assert torch.equal(ablation["init"], main["init"])  # same seed: same initial weights
+    m, a = _meta(tmp / "main/kd.pt"), _meta(tmp / "abl/kd.pt")
+    assert m.pop("transfer_images") == params.distill.transfer_images
+    assert a.pop("transfer_images") == 0
+    point = parse_point("2-0.5-response")
+    assert a.pop("params_hash") == replicate_hash(params, params.train.seed, point, False)
+    assert m.pop("params_hash") == replicate_hash(params, params.train.seed, point)
+    assert a == m
+    assert read_json(tmp / "a" / "summary.json")["transfer_images"] == 0
+
+
 def test_replicate_refuses_the_main_seed(workspace, capsys: pytest.CaptureFixture[str]) -> None:
     tmp, params, _ = workspace
     with pytest.raises(SystemExit):
@@ -263,6 +316,7 @@ def test_replicate_refuses_the_main_seed(workspace, capsys: pytest.CaptureFixtur
                     str(tmp / "selected_student.json"),
                 ),
                 *("--teacher-outputs", str(tmp / "teacher_outputs.h5")),
+                *("--transfer", str(tmp / "transfer.h5")),
                 *("--out-dir", str(tmp / "rep"), "--metrics-dir", str(tmp / "r")),
             ]
         )
@@ -294,6 +348,7 @@ def test_report_shows_mean_sd_over_seeds_and_both_paired_lines(tmp_path: Path) -
         kd_gain_path=tmp_path / "metrics/kd_gain.json",
         student_vs_teacher_path=tmp_path / "metrics/student_vs_teacher.json",
         seeds_path=tmp_path / "metrics/seed_replicates.json",
+        transfer_path=tmp_path / "metrics/transfer_ablation.json",
     )
     write_plot_data(ev, tmp_path / "plots", curves=False)
     params = {**RAW_REPS, "evaluate": CFG.model_dump()}
@@ -306,6 +361,7 @@ def test_report_shows_mean_sd_over_seeds_and_both_paired_lines(tmp_path: Path) -
         "--kd-gain": "metrics/kd_gain.json",
         "--student-vs-teacher": "metrics/student_vs_teacher.json",
         "--seeds": "metrics/seed_replicates.json",
+        "--transfer-ablation": "metrics/transfer_ablation.json",
         "--ablation": "plots/kd_ablation.csv",
         "--baselines": "metrics/baselines.json",
         "--benchmark": "",
@@ -353,7 +409,15 @@ def test_report_shows_mean_sd_over_seeds_and_both_paired_lines(tmp_path: Path) -
     kd_part = text.split("## KD gain over the scratch student")[1].split("\n## ")[0]
     st_part = text.split("## Student vs teacher")[1].split("\n## ")[0]
     teacher = ev.roles["best_teacher"]
-    for part, a, b in ((kd_part, SELECTED, "student_scratch"), (st_part, SELECTED, teacher)):
+    transfer = text.split("## Transfer set")[1].split("\n## ")[0]
+    effect, without = transfer.split("KD gain without the transfer set:")
+    assert "Effect of the transfer set" in effect
+    for part, a, b in (
+        (kd_part, SELECTED, "student_scratch"),
+        (st_part, SELECTED, teacher),
+        (effect, SELECTED, NO_TRANSFER),
+        (without, NO_TRANSFER, "student_scratch"),
+    ):
         found = line.search(part)
         assert found, part
         delta = m[a]["roc_auc"] - m[b]["roc_auc"]

@@ -48,6 +48,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         kd_gain_path=root / "metrics/kd_gain.json",
         student_vs_teacher_path=root / "metrics/student_vs_teacher.json",
         seeds_path=root / "metrics/seed_replicates.json",
+        transfer_path=root / "metrics/transfer_ablation.json",
     )
     write_plot_data(ev, root / "plots", curves=False)
     return root
@@ -61,6 +62,7 @@ def _run(root: Path, out: str, **extra: str) -> str:
         "--kd-gain": root / "metrics/kd_gain.json",
         "--student-vs-teacher": root / "metrics/student_vs_teacher.json",
         "--seeds": root / "metrics/seed_replicates.json",
+        "--transfer-ablation": root / "metrics/transfer_ablation.json",
         "--ablation": root / "plots/kd_ablation.csv",
         "--baselines": root / "metrics/baselines.json",
         "--benchmark": root / "metrics/benchmark.json",
@@ -75,7 +77,7 @@ def _run(root: Path, out: str, **extra: str) -> str:
 def test_report_has_every_model_and_the_kd_gain_line(workdir: Path) -> None:
     text = _run(workdir, "reports/summary.md")
     metrics = {p.stem: read_json(p) for p in (workdir / "metrics/evaluate").glob("*.json")}
-    assert len(metrics) == 9
+    assert len(metrics) == 10  # 2 teachers, scratch, 4 KD points, 2 ONNX, KD w/o transfer
     for name, m in metrics.items():
         row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
         assert f"{m['roc_auc']:.4f} [{m['roc_auc_ci_lo']:.4f}, {m['roc_auc_ci_hi']:.4f}]" in row

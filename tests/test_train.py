@@ -224,7 +224,13 @@ def _teacher_setup(tmp_path: Path, teacher_size: int, n: int = 6):
     aug = build_augment(AugmentParams())
     out = tmp_path / "teacher_outputs.h5"
     info = compute_teacher_outputs(ckpt, train_path, aug, SEED, EPOCHS, STAGES, out, batch_size=4)
-    assert info == {"teacher": "resnet18", "epochs": EPOCHS, "images": n}
+    assert info == {
+        "teacher": "resnet18",
+        "epochs": EPOCHS,
+        "images": n,
+        "train_images": n,
+        "transfer_images": 0,
+    }
     return train_path, ckpt, aug, out
 
 

@@ -9,7 +9,7 @@ import sys
 import yaml
 
 from melanoma_kd.cpu_kernels import PINNED
-from melanoma_kd.verify import stale_stages
+from melanoma_kd.verify import stale_stages, stray_files
 from tests.conftest import REPO_ROOT
 
 
@@ -50,6 +50,24 @@ def test_drift_in_produced_files_is_not_staleness() -> None:
     assert stale_stages(_lock(), drifted) == []
 
 
+def test_drift_in_a_folder_holding_outputs_is_not_staleness() -> None:
+    # evaluate depends on metrics/teachers, the folder each teacher stage writes its run into
+    def lock(folder_md5: str, code_md5: str = "e1") -> str:
+        stages = yaml.safe_load(_lock())["stages"]
+        stages["train"]["outs"].append({"path": "metrics/teachers/a", "md5": "r.dir"})
+        stages["evaluate"] = {
+            "cmd": "python stages/evaluate.py",
+            "deps": [
+                {"path": "metrics/teachers", "hash": "md5", "md5": folder_md5},
+                {"path": "src/melanoma_kd/evaluate.py", "hash": "md5", "md5": code_md5},
+            ],
+        }
+        return yaml.safe_dump({"schema": "2.0", "stages": stages})
+
+    assert stale_stages(lock("f1.dir"), lock("f2.dir")) == []
+    assert stale_stages(lock("f1.dir"), lock("f2.dir", code_md5="e2")) == ["evaluate"]
+
+
 def test_changed_code_marks_the_stage_stale() -> None:
     assert stale_stages(_lock(), _lock(train__deps__1__md5="t2")) == ["train"]
 
@@ -86,3 +104,23 @@ def test_import_pins_cpu_kernels_unless_opted_out() -> None:
     assert _pinned_env({}) == PINNED
     assert _pinned_env({"MELANOMA_KD_NATIVE_CPU": "1"}) == dict.fromkeys(PINNED)
     assert _pinned_env({"MKL_CBWR": "COMPATIBLE"})["MKL_CBWR"] == "COMPATIBLE"
+
+
+def test_leftover_files_in_a_folder_dependency_are_reported(tmp_path) -> None:
+    # a teacher dropped from teachers.archs leaves its run behind; the folder hash then differs
+    # from a fresh clone's, so make repro must refuse to record it
+    lock = {
+        "schema": "2.0",
+        "stages": {
+            "train@a": {"cmd": "t", "outs": [{"path": "runs/a/summary.json"}, {"path": "m/a.pt"}]},
+            "evaluate": {"cmd": "e", "deps": [{"path": "runs"}, {"path": "m"}, {"path": "src"}]},
+        },
+    }
+    for rel in ("runs/a/summary.json", "runs/old/summary.json", "m/a.pt", "m/.gitignore"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/code.py").write_text("x")  # a folder holding no output is not checked
+    assert stray_files(yaml.safe_dump(lock), tmp_path) == ["runs/old/summary.json"]
+    (tmp_path / "runs/old/summary.json").unlink()
+    assert stray_files(yaml.safe_dump(lock), tmp_path) == []

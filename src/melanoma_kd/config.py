@@ -202,6 +202,10 @@ class DistillParams(Section):
         default_factory=lambda: ["response", "feature"]
     )
     feature_stages: Annotated[int, Field(ge=1, le=4)] = 2
+    # Transfer set: unlabelled images the student sees with the distillation term only.
+    transfer_images: NonNegInt = 0  # 0 = off
+    transfer_seed: NonNegInt = 1  # synthetic data: the generator seed of the extra draw
+    transfer_dir: str | None = None  # real data: a folder of unlabelled images (never val/holdout)
 
 
 class ExportParams(Section):
@@ -307,6 +311,28 @@ class Params(Section):
         if self.cache.size < largest:
             raise ValueError(
                 f"cache.size ({self.cache.size}) must be >= every model input size ({largest})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _transfer_set_is_well_defined(self) -> Params:
+        d = self.distill
+        if d.transfer_images == 0:
+            return self
+        if self.train.balanced_sampler:
+            raise ValueError(
+                "distill.transfer_images: a transfer set needs a plain shuffle; "
+                "train.balanced_sampler draws labelled images only"
+            )
+        if d.transfer_dir is None and self.data.source != "synthetic":
+            raise ValueError(
+                f"distill.transfer_dir: data.source {self.data.source!r} needs a folder of "
+                "unlabelled images for the transfer set (or distill.transfer_images: 0)"
+            )
+        if d.transfer_dir is None and d.transfer_seed == self.generate.seed:
+            raise ValueError(
+                f"distill.transfer_seed ({d.transfer_seed}) equals generate.seed: the transfer "
+                "draw would repeat the labelled images"
             )
         return self
 

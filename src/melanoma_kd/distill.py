@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from melanoma_kd.data.dataset import UNLABELLED
 from melanoma_kd.losses import blend, feature_mse, kd_kl
 
 TeacherBatch = dict[str, torch.Tensor | list[torch.Tensor]]
@@ -24,6 +25,17 @@ def pooled_taps(
     final, inters = model.forward_intermediates(x, indices=n_stages)
     logits = model.forward_head(final)
     return logits, [f.mean(dim=(2, 3)) if f.ndim == 4 else f.mean(dim=1) for f in inters]
+
+
+def labelled_task_loss(task_loss: nn.Module, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The task loss over the batch's labelled images; transfer-set images (label
+    :data:`UNLABELLED`) only enter the distillation term. Zero for a batch without labels."""
+    keep = y != UNLABELLED
+    if bool(keep.all()):
+        return task_loss(out, y)
+    if not bool(keep.any()):
+        return out.sum() * 0.0
+    return task_loss(out[keep], y[keep])
 
 
 class Objective(nn.Module):
@@ -70,7 +82,7 @@ class ResponseKD(Objective):
         self, x: torch.Tensor, y: torch.Tensor, teacher: TeacherBatch | None = None
     ) -> dict:
         out = self.student(x)
-        task = self.task_loss(out, y)
+        task = labelled_task_loss(self.task_loss, out, y)
         kd = kd_kl(out, teacher["logits"], self.temperature)
         return {
             "loss": blend(task, kd, self.alpha),
@@ -113,7 +125,7 @@ class FeatureKD(Objective):
         self, x: torch.Tensor, y: torch.Tensor, teacher: TeacherBatch | None = None
     ) -> dict:
         out, feats = pooled_taps(self.student, x, self.n_stages)
-        task = self.task_loss(out, y)
+        task = labelled_task_loss(self.task_loss, out, y)
         adapted = [a(f) for a, f in zip(self.adapters, feats, strict=True)]
         kd = feature_mse(adapted, list(teacher["features"]))
         return {

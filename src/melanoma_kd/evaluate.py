@@ -37,10 +37,10 @@ import yaml
 from melanoma_kd import metrics as M
 from melanoma_kd.config import EvaluateParams
 from melanoma_kd.errors import UserError
-from melanoma_kd.io import atomic_path, read_json, write_json
+from melanoma_kd.io import atomic_path, write_json
 
 DECIMALS = 6
-Group = Literal["teacher", "scratch", "kd", "onnx", "replicate"]
+Group = Literal["teacher", "scratch", "kd", "onnx", "replicate", "ablation"]
 Kind = Literal["torch", "onnx"]
 
 # Key models: their curves are overlaid in one plot per kind; files are named by role so the
@@ -56,6 +56,7 @@ SCRATCH = "student_scratch"
 ONNX_FP32 = "kd_onnx_fp32"
 ONNX_INT8 = "kd_onnx_int8"
 REPLICATE_BASES: tuple[str, ...] = ("scratch", "kd")  # what a seed replicate retrains
+NO_TRANSFER = "kd_selected_no_transfer"  # the selected KD point retrained without transfer set
 HARD_CASE_KINDS: tuple[str, ...] = (
     "teacher_right_student_wrong",
     "student_right_teacher_wrong",
@@ -130,7 +131,8 @@ def model_specs(
     models_dir: str | Path = "models",
     metrics_root: str | Path = "metrics",
 ) -> list[ModelSpec]:
-    """Every model in report order: teachers, scratch, KD grid, ONNX fp32/INT8, seed replicates."""
+    """Every model in report order: teachers, scratch, KD grid, ONNX fp32/INT8, the selected KD
+    point without transfer set, seed replicates."""
     models, runs = Path(models_dir), Path(metrics_root)
     archs = raw_params.get("teachers", {}).get("archs")
     if not isinstance(archs, list) or not archs:
@@ -168,6 +170,15 @@ def model_specs(
         )
     specs.append(ModelSpec(ONNX_FP32, "onnx", "onnx", models / "onnx" / "student_kd.onnx"))
     specs.append(ModelSpec(ONNX_INT8, "onnx", "onnx", models / "onnx" / "student_kd_int8.onnx"))
+    specs.append(
+        ModelSpec(
+            NO_TRANSFER,
+            "ablation",
+            "torch",
+            models / "ablation" / "no_transfer.pt",
+            runs / "ablation" / "no_transfer",
+        )
+    )
     for seed in replicate_seeds(raw_params):
         specs += [
             ModelSpec(
@@ -186,13 +197,9 @@ def model_specs(
 
 def selected_point(path: str | Path, specs: Sequence[ModelSpec]) -> str:
     """Name of the KD model chosen on validation (export stage's ``selected_student.json``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: not found (written by the export stage)")
-    data = read_json(path)
-    point = data.get("point") if isinstance(data, dict) else None
-    if not isinstance(point, str):
-        raise UserError(f"{path}: field 'point' (e.g. \"4-0.5-response\") is missing")
+    from melanoma_kd.replicates import read_selected
+
+    point = read_selected(path).key
     name = f"kd_{point}"
     known = [s.name for s in specs if s.group == "kd"]
     if name not in known:
@@ -411,6 +418,28 @@ def kd_gain(
     return paired_comparison(y, s_kd, s_scratch, groups, cfg, "KD gain")
 
 
+def transfer_ablation(
+    y: np.ndarray,
+    s_kd: np.ndarray,
+    s_no_transfer: np.ndarray,
+    s_scratch: np.ndarray,
+    groups: np.ndarray,
+    cfg: EvaluateParams,
+    kd_model: str,
+) -> dict[str, Any]:
+    """Does the transfer set widen the KD gain? Flat: ``effect_*`` is KD with minus KD without
+    the transfer set, ``gain_without_*`` is KD without it minus scratch (both paired)."""
+    effect = paired_comparison(y, s_kd, s_no_transfer, groups, cfg, "transfer-set effect")
+    without = paired_comparison(y, s_no_transfer, s_scratch, groups, cfg, "KD gain w/o transfer")
+    return {
+        "kd_model": kd_model,
+        "no_transfer_model": NO_TRANSFER,
+        "scratch_model": SCRATCH,
+        **{f"effect_{k}": v for k, v in effect.items()},
+        **{f"gain_without_{k}": v for k, v in without.items()},
+    }
+
+
 def seed_summary(
     specs: Sequence[ModelSpec], metrics: Mapping[str, Mapping[str, float]], selected: str
 ) -> dict[str, Any]:
@@ -500,6 +529,7 @@ class Evaluation:
     cfg: EvaluateParams = field(default_factory=EvaluateParams)
     student_vs_teacher: dict[str, Any] = field(default_factory=dict)
     seeds: dict[str, Any] = field(default_factory=dict)
+    transfer: dict[str, Any] = field(default_factory=dict)
 
     def role_predictions(self, role: str) -> Predictions:
         return self.predictions[self.roles[role]]
@@ -619,6 +649,11 @@ def evaluate_all(
         "teacher_model": teacher,
         **paired_comparison(y, s_s, s_t, groups, cfg, "student vs teacher"),
     }
+    transfer: dict[str, Any] = {}
+    if NO_TRANSFER in preds:
+        transfer = transfer_ablation(
+            y, s_s, _arrays(preds[NO_TRANSFER].holdout)[1], s_scratch, groups, cfg, student
+        )
     return Evaluation(
         specs=specs,
         predictions=preds,
@@ -631,6 +666,7 @@ def evaluate_all(
         cfg=cfg,
         student_vs_teacher=vs_teacher,
         seeds=seed_summary(specs, metrics, selected),
+        transfer=transfer,
     )
 
 
@@ -657,9 +693,11 @@ def save_evaluation(
     kd_gain_path: str | Path,
     student_vs_teacher_path: str | Path | None = None,
     seeds_path: str | Path | None = None,
+    transfer_path: str | Path | None = None,
 ) -> None:
     """Predictions CSVs, one flat metrics JSON per model, error analysis, KD gain JSON and
-    (when paths are given) the student-vs-teacher comparison and the seed-replicate summary.
+    (when paths are given) the student-vs-teacher comparison, the seed-replicate summary and
+    the transfer-set ablation.
 
     The two folders are replaced as a whole, so a model removed from the grid leaves no file.
     """
@@ -675,6 +713,8 @@ def save_evaluation(
         write_json(student_vs_teacher_path, ev.student_vs_teacher)
     if seeds_path is not None:
         write_json(seeds_path, ev.seeds)
+    if transfer_path is not None:
+        write_json(transfer_path, ev.transfer)
 
 
 def training_curves(run_dir: Path) -> pd.DataFrame:

@@ -2,7 +2,8 @@
 
 ``make repro`` runs this after ``dvc repro``: the block between the ``results:start`` and
 ``results:end`` markers in README.md is replaced by the holdout table, the KD-gain lines and
-(when present) the seed-replicate table of ``reports/summary.md`` (the ``report`` stage's).
+(when present) the seed-replicate table and the transfer-set lines of ``reports/summary.md`` (the
+``report`` stage's).
 ``make verify`` then checks that README.md, like every committed result, is what the code
 produces.
 """
@@ -18,7 +19,7 @@ from melanoma_kd.io import atomic_path
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SECTIONS = ("## Every model on holdout", "## KD gain over the scratch student")
-OPTIONAL = ("## Seed replicates (holdout)",)
+OPTIONAL = ("## Seed replicates (holdout)", "## Transfer set")
 
 
 def _section(summary: str, heading: str) -> str:

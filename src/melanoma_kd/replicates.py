@@ -1,4 +1,7 @@
-"""Seed replicates: the scratch student and the validation-selected KD point, retrained per seed.
+"""Retrained variants of the students: seed replicates and the transfer-set ablation.
+
+Seed replicates: the scratch student and the validation-selected KD point, retrained per seed.
+The ablation: the selected KD point retrained without its transfer set.
 
 A replicate differs from its main run (``train_student`` / ``distill@<point>``) **only** by the
 seed of model initialisation and of the shuffle order. Everything else is the main run's:
@@ -28,7 +31,7 @@ from melanoma_kd.config import Params
 from melanoma_kd.distill import METHODS, Objective, Supervised
 from melanoma_kd.errors import UserError
 from melanoma_kd.io import read_json
-from melanoma_kd.runs import RunPaths, params_hash, run_training
+from melanoma_kd.runs import RunPaths, params_hash, run_training, transfer_meta
 
 Kind = Literal["scratch", "kd"]
 KINDS: tuple[Kind, ...] = ("scratch", "kd")
@@ -81,13 +84,18 @@ def read_selected(path: str | Path) -> KDPoint:
     return parse_point(point)
 
 
-def replicate_hash(params: Params, seed: int, point: KDPoint | None = None) -> str:
+def replicate_hash(
+    params: Params, seed: int, point: KDPoint | None = None, use_transfer: bool = True
+) -> str:
     """Checkpoint params hash of a run: the main run's hash plus the seed when it differs.
 
     With ``seed == train.seed`` this is exactly the hash the ``train_student`` (no ``point``) and
     ``distill`` stages record, so replicate and main run differ by the seed and nothing else.
+    ``use_transfer=False`` is the hash of the KD point trained without its transfer set.
     """
-    extra: dict[str, Any] = point.as_meta() if point is not None else {}
+    extra: dict[str, Any] = (
+        {**point.as_meta(), **transfer_meta(params, use_transfer)} if point is not None else {}
+    )
     if seed != params.train.seed:
         extra["replicate_seed"] = seed
     return params_hash(params, *RUN_SECTIONS, extra=extra)
@@ -117,8 +125,10 @@ def train_replicate(
     paths: RunPaths,
     point: KDPoint | None = None,
     teacher_outputs: Path | None = None,
+    transfer: Path | None = None,
 ) -> dict[str, Any]:
-    """Train one replicate (``kind`` scratch or kd) with init/shuffle ``seed``."""
+    """Train one replicate (``kind`` scratch or kd) with init/shuffle ``seed``; a kd replicate
+    uses the ``transfer`` set as its main run does (when ``distill.transfer_images`` > 0)."""
     if seed == params.train.seed:
         raise UserError(f"replicate: seed {seed} is train.seed; that run is the main run")
     s = params.student
@@ -137,7 +147,7 @@ def train_replicate(
         from melanoma_kd.teacher_outputs import teacher_feature_dims
 
         make = kd_objective(params, point, teacher_feature_dims(teacher_outputs))
-        meta.update(role="distilled", **point.as_meta())
+        meta.update(role="distilled", **point.as_meta(), **transfer_meta(params))
         desc = f"replicate seed {seed}: KD {point.key}"
     else:
         raise UserError(f"replicate: unknown kind {kind!r} (known: {list(KINDS)})")
@@ -154,4 +164,34 @@ def train_replicate(
         teacher_outputs=teacher_outputs if kind == "kd" else None,
         desc=desc,
         seed=seed,
+        transfer=transfer if kind == "kd" and params.distill.transfer_images else None,
+    )
+
+
+def train_without_transfer(
+    params: Params, point: KDPoint, *, cache_dir: Path, paths: RunPaths, teacher_outputs: Path
+) -> dict[str, Any]:
+    """The transfer-set ablation: the selected KD point retrained on the labelled train split
+    only (same seed, recipe and teacher outputs; the transfer views are simply not drawn)."""
+    from melanoma_kd.teacher_outputs import teacher_feature_dims
+
+    s = params.student
+    meta = {
+        "role": "distilled",
+        **point.as_meta(),
+        "transfer_images": 0,
+        "params_hash": replicate_hash(params, params.train.seed, point, use_transfer=False),
+    }
+    return run_training(
+        params,
+        arch=s.arch,
+        schedule_epochs=s.epochs,
+        lr=s.lr,
+        image_size=s.image_size,
+        cache_dir=cache_dir,
+        paths=paths,
+        make_objective=kd_objective(params, point, teacher_feature_dims(teacher_outputs)),
+        extra_meta=meta,
+        teacher_outputs=teacher_outputs,
+        desc=f"KD {point.key} without transfer set",
     )

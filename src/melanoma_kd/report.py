@@ -63,6 +63,7 @@ class ReportInputs:
     plots_dir: Path = Path("plots")
     student_vs_teacher: dict[str, Any] | None = None
     seeds: dict[str, Any] | None = None
+    transfer: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- reading
@@ -96,6 +97,7 @@ def load_inputs(
     plots_dir: str | Path,
     student_vs_teacher: str | Path | None = None,
     seeds: str | Path | None = None,
+    transfer: str | Path | None = None,
 ) -> ReportInputs:
     """Read the evaluate stage's outputs (required; the student-vs-teacher comparison and the
     seed-replicate summary when their paths are given) and baselines/benchmark (optional)."""
@@ -127,6 +129,9 @@ def load_inputs(
             else _read_required(Path(student_vs_teacher), "student vs teacher comparison")
         ),
         seeds=None if seeds is None else _read_required(Path(seeds), "seed-replicate summary"),
+        transfer=(
+            None if transfer is None else _read_required(Path(transfer), "transfer-set ablation")
+        ),
     )
 
 
@@ -186,6 +191,8 @@ def describe(spec: ModelSpec, selected: str, best_teacher: str) -> str:
     if spec.group == "replicate":
         base = "student from scratch" if spec.base == "scratch" else "selected KD point"
         return f"{base}, seed {spec.seed} (replicate)"
+    if spec.group == "ablation":
+        return "selected KD point without transfer set (ablation)"
     if spec.name == ONNX_FP32:
         return "selected KD student, ONNX fp32"
     if spec.name == ONNX_INT8:
@@ -391,6 +398,35 @@ def _kd_gain_section(inputs: ReportInputs) -> list[str]:
     return out
 
 
+def _transfer_section(inputs: ReportInputs) -> list[str]:
+    tr = inputs.transfer
+    if not tr:
+        return []
+
+    def part(prefix: str) -> dict[str, Any]:
+        return {k[len(prefix) :]: v for k, v in tr.items() if k.startswith(prefix)} | tr
+
+    n = int(tr.get("transfer_images", 0))
+    out = [
+        "## Transfer set",
+        "",
+        f"{n} unlabelled images (`distill.transfer_images`; a new generator draw for synthetic "
+        "data, never a labelled image) are added to every KD run's training set, with the "
+        "distillation term only. The KD point selected on validation is retrained without them "
+        f"(`{tr['no_transfer_model']}`, same seed and teacher outputs)."
+        + (" With 0 transfer images both runs are the same training." if n == 0 else ""),
+        "",
+        "Effect of the transfer set:",
+        "",
+    ]
+    out += _paired_lines(part("effect_"), "kd_model", "no_transfer_model", inputs.cfg.n_boot)
+    out += ["KD gain without the transfer set:", ""]
+    out += _paired_lines(
+        part("gain_without_"), "no_transfer_model", "scratch_model", inputs.cfg.n_boot
+    )
+    return out
+
+
 def _ablation_section(inputs: ReportInputs, selected: str) -> list[str]:
     ab = inputs.ablation
     scratch_val = inputs.metrics[SCRATCH]["val_pauc"] if SCRATCH in inputs.metrics else None
@@ -566,6 +602,7 @@ def render(inputs: ReportInputs, report_path: str | Path = "reports/summary.md")
         *_models_section(inputs, selected, best_teacher),
         *_seeds_section(inputs, selected),
         *_kd_gain_section(inputs),
+        *_transfer_section(inputs),
         *_ablation_section(inputs, selected),
         *_error_section(inputs),
         *_baselines_section(inputs),

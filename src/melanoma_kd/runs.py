@@ -21,7 +21,7 @@ import torch
 from dvclive import Live
 
 from melanoma_kd.config import Params
-from melanoma_kd.data.dataset import CacheDataset, class_weights
+from melanoma_kd.data.dataset import CacheDataset, class_weights, training_set
 from melanoma_kd.data.transforms import build_augment
 from melanoma_kd.distill import Objective
 from melanoma_kd.errors import UserError
@@ -62,6 +62,12 @@ def params_hash(params: Params, *sections: str, extra: dict[str, Any] | None = N
     return sha256_json({**data, **(extra or {})})[:16]
 
 
+def transfer_meta(params: Params, use_transfer: bool = True) -> dict[str, Any]:
+    """What a KD run records (and hashes) about its transfer set: nothing when it has none."""
+    n = params.distill.transfer_images if use_transfer else 0
+    return {"transfer_images": n} if n else {}
+
+
 @contextlib.contextmanager
 def _curves(live_dir: Path, enabled: bool) -> Iterator[EpochLogger | None]:
     """An epoch logger writing dvclive curves under ``live_dir``; ``None`` when not enabled."""
@@ -92,6 +98,7 @@ def run_training(
     teacher_outputs: Path | None = None,
     desc: str = "train",
     seed: int | None = None,
+    transfer: Path | None = None,
 ) -> dict[str, Any]:
     """Train one model and write its checkpoint, summary, validation predictions and curves.
 
@@ -100,12 +107,15 @@ def run_training(
 
     ``seed`` (a seed replicate) replaces ``train.seed`` for model init and shuffle order only:
     augmented views stay keyed by ``train.seed``, the key the cached teacher outputs use.
+
+    ``transfer`` (a transfer-set cache) appends unlabelled images to the training set; they need
+    ``teacher_outputs`` computed over them too.
     """
     cfg = params.train if seed is None else params.train.model_copy(update={"seed": seed})
     set_determinism(cfg.seed, threads_per_process(cfg.num_threads))
     main = is_main_process()
-    train_ds = CacheDataset(
-        cache_dir / "train.h5", augment=build_augment(params.augment), seed=params.train.seed
+    train_ds = training_set(
+        cache_dir / "train.h5", build_augment(params.augment), params.train.seed, transfer
     )
     val_ds = CacheDataset(cache_dir / "val.h5")
     model, pretrained = build_model(arch, params.models.weights_dir)
@@ -127,6 +137,14 @@ def run_training(
         state = {k: v.detach().cpu().clone() for k, v in objective.student.state_dict().items()}
         best.update(epoch=epoch, metrics=metrics, scores=scores, state=state)
 
+    teacher = TeacherOutputs(teacher_outputs) if teacher_outputs else None
+    if teacher is not None and teacher.n_views < len(train_ds):
+        raise UserError(
+            f"{teacher_outputs}: teacher outputs cover {teacher.n_views} views per epoch, the "
+            f"training set has {len(train_ds)} (rerun teacher_outputs)"
+        )
+    if teacher is None and transfer is not None:
+        raise UserError(f"{desc}: a transfer set is only used with a distillation objective")
     join_process_group(cfg.nproc)
     with _curves(paths.live_dir, enabled=main) as log_epoch:
         result = fit(
@@ -137,7 +155,7 @@ def run_training(
             sched,
             on_best,
             log_epoch,
-            TeacherOutputs(teacher_outputs) if teacher_outputs else None,
+            teacher,
             desc=desc,
         )
     if not main:

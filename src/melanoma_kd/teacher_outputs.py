@@ -2,7 +2,8 @@
 
 For every epoch ``e`` and train index ``i`` the view is ``augmented_view(seed, e, i)`` (pure), so
 storing the teacher's logits and pooled stage features per (e, i) lets every KD grid point train
-without ever executing the teacher. The teacher sees the view at its own input size.
+without ever executing the teacher. The teacher sees the view at its own input size. The transfer
+set's views follow the train split's (indices ``n_train..``), computed in the same pass.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from melanoma_kd.data.dataset import CacheDataset
+from melanoma_kd.data.dataset import CacheDataset, training_set
 from melanoma_kd.data.transforms import model_input
 from melanoma_kd.distill import pooled_taps
 from melanoma_kd.errors import UserError
@@ -49,14 +50,18 @@ def compute_teacher_outputs(
     n_stages: int,
     out_path: str | Path,
     batch_size: int = 128,
+    transfer_cache: str | Path | None = None,
 ) -> dict[str, int | str]:
-    """Write ``logits`` (E×N×2) and ``features_k`` (E×N×C_k) float32 to ``out_path``."""
+    """Write ``logits`` (E×N×2) and ``features_k`` (E×N×C_k) float32 to ``out_path``.
+
+    N covers the train split and then, when ``transfer_cache`` is given, the transfer set."""
     model, meta = load_checkpoint(checkpoint)
     device = default_device()
     model.to(device)
     size, mean, std = int(meta["image_size"]), tuple(meta["mean"]), tuple(meta["std"])
-    ds = CacheDataset(train_cache, augment=augment, seed=seed)
+    ds = training_set(train_cache, augment, seed, transfer_cache)
     n = len(ds)
+    n_train = len(CacheDataset(train_cache))
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w", libver="v110") as h5:
         logits_ds = None
         feats_ds: list[h5py.Dataset] = []
@@ -86,7 +91,15 @@ def compute_teacher_outputs(
         h5.attrs["feature_dims"] = [d.shape[2] for d in feats_ds]
         h5.attrs["epochs"] = epochs
         h5.attrs["seed"] = seed
-    return {"teacher": meta["arch"], "epochs": epochs, "images": n}
+        h5.attrs["n_train"] = n_train
+        h5.attrs["n_transfer"] = n - n_train
+    return {
+        "teacher": meta["arch"],
+        "epochs": epochs,
+        "images": n,
+        "train_images": n_train,
+        "transfer_images": n - n_train,
+    }
 
 
 def teacher_feature_dims(path: str | Path) -> list[int]:

@@ -44,13 +44,15 @@ def set_determinism(seed: int, num_threads: int) -> None:
 
 
 class TeacherOutputs:
-    """Cached teacher logits/features per (epoch, train index), loaded one epoch at a time."""
+    """Cached teacher logits/features per (epoch, view index), loaded one epoch at a time.
+
+    Views ``0..n_train-1`` are the train split's; a transfer set's follow them."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
             with h5py.File(self.path, "r") as h5:
-                self.epochs = int(h5["logits"].shape[0])
+                self.epochs, self.n_views = (int(n) for n in h5["logits"].shape[:2])
                 self.n_features = int(h5.attrs.get("n_features", 0))
         except (OSError, KeyError) as exc:
             raise UserError(f"{self.path}: not a readable teacher-outputs file ({exc})") from None

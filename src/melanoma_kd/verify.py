@@ -1,6 +1,8 @@
 """``make verify``: the committed ``dvc.lock`` and results must be exactly what the code produces.
 
-Run after ``dvc repro`` (``make verify`` does both). Two checks, both against ``HEAD``:
+Run after ``dvc repro`` (``make verify`` does both). First, no stray file may sit in a folder
+that a stage depends on (it would make that folder's hash in ``dvc.lock`` unreproducible from a
+fresh clone). Then two checks, both against ``HEAD``:
 
 1. **Not stale** (always, machine-independent): every stage's command, params and the hashes of
    its git-tracked inputs (code, ``params.yaml``) in the new ``dvc.lock`` equal the committed
@@ -50,12 +52,20 @@ def _produced_paths(stages: dict[str, Any]) -> set[str]:
     return {out["path"] for entry in stages.values() for out in entry.get("outs", [])}
 
 
+def _overlaps(path: str, produced: set[str]) -> bool:
+    """``path`` is a stage output, lies inside one, or is a folder holding one."""
+    return any(
+        path == out or path.startswith(out + "/") or out.startswith(path + "/") for out in produced
+    )
+
+
 def _inputs(entry: dict[str, Any], produced: set[str]) -> dict[str, Any]:
-    """What a stage was asked to do: its command, params and git-tracked input files."""
+    """What a stage was asked to do: its command, params and the git-tracked input files that
+    no stage writes (code, params). A folder dependency that holds stage outputs (``metrics/
+    teachers`` holds each teacher's run) is an output for this purpose: its hash follows the
+    results, which the bitwise check compares."""
     deps = {
-        d["path"]: d.get("md5")
-        for d in entry.get("deps", [])
-        if d["path"] not in produced
+        d["path"]: d.get("md5") for d in entry.get("deps", []) if not _overlaps(d["path"], produced)
     }
     return {"cmd": entry.get("cmd"), "params": entry.get("params"), "deps": deps}
 
@@ -83,6 +93,44 @@ def changed_results(committed: str, current: str) -> list[str]:
     return [c for c in changed if c != PLATFORM_FILE.as_posix()]
 
 
+def stray_files(lock_text: str, root: Path = Path(".")) -> list[str]:
+    """Files inside a folder dependency that no stage of the lock writes (``.gitignore`` aside).
+
+    Such a file (say, the model of a teacher since removed from ``teachers.archs``) enters the
+    folder's hash in ``dvc.lock`` but is absent from a fresh clone, so the committed lock could
+    never be reproduced there.
+    """
+    stages = (yaml.safe_load(lock_text) or {}).get("stages", {})
+    produced = _produced_paths(stages)
+    folders = {
+        d["path"]
+        for entry in stages.values()
+        for d in entry.get("deps", [])
+        if any(out.startswith(d["path"] + "/") for out in produced)
+    }
+    stray = []
+    for folder in sorted(folders):
+        for path in sorted((root / folder).rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if path.is_file() and path.name != ".gitignore" and not _overlaps(rel, produced):
+                stray.append(rel)
+    return stray
+
+
+def _report_stray(lock_text: str) -> bool:
+    stray = stray_files(lock_text)
+    if stray:
+        print(
+            "make verify: these files are no stage's output (left over from an earlier pipeline?)"
+            " but enter dvc.lock through a folder dependency; delete them (and `git rm` the"
+            " tracked ones), then rerun:",
+            file=sys.stderr,
+        )
+        for path in stray:
+            print(f"  {path}", file=sys.stderr)
+    return bool(stray)
+
+
 def record_platform(path: Path = PLATFORM_FILE) -> None:
     """Write which CPU produced the results in the working tree (``make repro`` calls this)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +146,8 @@ def _committed_platform() -> dict[str, Any] | None:
 def verify() -> int:
     committed = _git("show", "HEAD:dvc.lock")
     current = Path("dvc.lock").read_text()
+    if _report_stray(current):
+        return 1
     stale = stale_stages(committed, current)
     if stale:
         print(
@@ -137,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record", action="store_true", help="write reports/platform.json")
     args = parser.parse_args(argv)
     if args.record:
+        if _report_stray(Path("dvc.lock").read_text()):
+            raise SystemExit(1)
         record_platform()
         return
     raise SystemExit(verify())

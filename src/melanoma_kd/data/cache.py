@@ -59,7 +59,7 @@ def write_split_cache(
             "images",
             shape=(n, size, size, 3),
             dtype=np.uint8,
-            chunks=(1, size, size, 3),
+            chunks=(1, size, size, 3) if n else None,  # an empty transfer set has no chunk
             track_times=False,
         )
         for i, img in enumerate(images):

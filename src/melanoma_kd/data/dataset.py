@@ -12,11 +12,13 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset, WeightedRandomSampler
+from torch.utils.data import ConcatDataset, Dataset, WeightedRandomSampler
 
 from melanoma_kd.data.cache import check_cache
 from melanoma_kd.data.transforms import augmented_view
 from melanoma_kd.errors import UserError
+
+UNLABELLED = -1  # label of a transfer-set image (stored as such in its cache file)
 
 
 class CacheDataset(Dataset):
@@ -26,8 +28,11 @@ class CacheDataset(Dataset):
     pure function of ``(seed, e, i)``.
     """
 
-    def __init__(self, path: str | Path, augment: Any = None, seed: int = 0) -> None:
+    def __init__(
+        self, path: str | Path, augment: Any = None, seed: int = 0, index_offset: int = 0
+    ) -> None:
         self.path = Path(path)
+        self.index_offset = index_offset  # item i is view/index ``index_offset + i``
         check_cache(self.path)
         with h5py.File(self.path, "r") as h5:
             self.labels = h5["labels"][()].astype(np.int64)
@@ -65,13 +70,49 @@ class CacheDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image = self.read(index)
+        key = self.index_offset + index
         if self.augment is not None:
-            image = augmented_view(image, self.augment, self.seed, self.epoch, index)
-        return {"image": image, "label": int(self.labels[index]), "index": index}
+            image = augmented_view(image, self.augment, self.seed, self.epoch, key)
+        return {"image": image, "label": int(self.labels[index]), "index": key}
+
+
+class TrainWithTransfer(ConcatDataset):
+    """The train split followed by the unlabelled transfer set, as one training set.
+
+    Item ``i < len(train)`` is train item ``i``; the rest are transfer images with label
+    :data:`UNLABELLED` (the task loss skips them, the distillation term does not). Views and
+    ``index`` are keyed by the position in this concatenation, which is how the cached teacher
+    outputs are laid out.
+    """
+
+    def __init__(self, train: CacheDataset, transfer: CacheDataset) -> None:
+        if transfer.index_offset != len(train):
+            raise ValueError("the transfer set must be indexed after the train split")
+        super().__init__([train, transfer])
+        self.seed = train.seed
+        self.labels = np.concatenate([train.labels, np.full(len(transfer), UNLABELLED)])
+        self.ids = train.ids + transfer.ids
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch of both parts."""
+        for part in self.datasets:
+            part.set_epoch(epoch)
+
+
+def training_set(
+    train_cache: str | Path, augment: Any, seed: int, transfer_cache: str | Path | None = None
+) -> CacheDataset | TrainWithTransfer:
+    """The train split's augmented views, followed by the transfer set's when one is given."""
+    train = CacheDataset(train_cache, augment=augment, seed=seed)
+    if transfer_cache is None:
+        return train
+    transfer = CacheDataset(transfer_cache, augment=augment, seed=seed, index_offset=len(train))
+    return TrainWithTransfer(train, transfer)
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
-    """Inverse-frequency weights ``N / (2 n_c)`` from the training labels."""
+    """Inverse-frequency weights ``N / (2 n_c)`` from the labelled training images."""
+    labels = labels[labels != UNLABELLED]
     counts = np.bincount(labels, minlength=2).astype(np.float64)
     if (counts == 0).any():
         raise UserError("train split has an empty class; cannot compute class weights")

@@ -1,0 +1,39 @@
+"""transfer_ablation: the KD point chosen on validation, retrained without the transfer set."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from melanoma_kd.config import load_params
+from melanoma_kd.errors import cli_entry
+from melanoma_kd.launch import torchrun_if_needed
+from melanoma_kd.replicates import read_selected, train_without_transfer
+from melanoma_kd.runs import RunPaths
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--selected", required=True, help="export stage's selected_student.json")
+    ap.add_argument("--cache-dir", required=True)
+    ap.add_argument("--teacher-outputs", required=True)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--metrics-dir", required=True)
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params)
+    if (code := torchrun_if_needed(params.train)) is not None:
+        raise SystemExit(code)  # train.nproc > 1: the torchrun workers did the run
+    train_without_transfer(
+        params,
+        read_selected(args.selected),
+        cache_dir=Path(args.cache_dir),
+        paths=RunPaths(Path(args.checkpoint), Path(args.metrics_dir)),
+        teacher_outputs=Path(args.teacher_outputs),
+    )
+
+
+if __name__ == "__main__":
+    main()
