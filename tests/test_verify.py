@@ -9,7 +9,7 @@ import sys
 import yaml
 
 from melanoma_kd.cpu_kernels import PINNED
-from melanoma_kd.verify import stale_stages, stray_files
+from melanoma_kd.verify import prune_lock, stale_stages, stray_files
 from tests.conftest import REPO_ROOT
 
 
@@ -124,3 +124,33 @@ def test_leftover_files_in_a_folder_dependency_are_reported(tmp_path) -> None:
     assert stray_files(yaml.safe_dump(lock), tmp_path) == ["runs/old/summary.json"]
     (tmp_path / "runs/old/summary.json").unlink()
     assert stray_files(yaml.safe_dump(lock), tmp_path) == []
+
+
+def test_removed_stages_are_pruned_from_the_lock_and_do_not_hide_leftovers(tmp_path) -> None:
+    # DVC keeps the lock entry of a stage dropped from dvc.yaml; that entry must not make its
+    # leftover output look produced, and make repro removes it
+    lock = {
+        "schema": "2.0",
+        "stages": {
+            "train@a": {"cmd": "t a", "outs": [{"path": "m/a.pt", "md5": "1"}]},
+            "train@old": {"cmd": "t old", "outs": [{"path": "m/old.pt", "md5": "2"}]},
+            "evaluate": {"cmd": "e", "deps": [{"path": "m", "md5": "3.dir"}]},
+        },
+    }
+    text = yaml.safe_dump(lock, sort_keys=False)
+    for rel in ("m/a.pt", "m/old.pt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    current = {"train@a", "evaluate"}
+    assert stray_files(text, tmp_path) == []  # the stale entry hides the leftover...
+    assert stray_files(text, tmp_path, current) == ["m/old.pt"]  # ...unless limited to dvc.yaml
+    pruned, gone = prune_lock(text, current)
+    assert gone == ["train@old"]
+    assert yaml.safe_load(pruned)["stages"] == {
+        k: v for k, v in lock["stages"].items() if k != "train@old"
+    }
+    assert prune_lock(pruned, current) == (pruned, [])
+    # the kept entries keep their exact text
+    lines = text.splitlines(keepends=True)
+    start, end = lines.index("  train@old:\n"), lines.index("  evaluate:\n")
+    assert pruned == "".join(lines[:start] + lines[end:])

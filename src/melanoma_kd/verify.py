@@ -1,8 +1,9 @@
 """``make verify``: the committed ``dvc.lock`` and results must be exactly what the code produces.
 
-Run after ``dvc repro`` (``make verify`` does both). First, no stray file may sit in a folder
-that a stage depends on (it would make that folder's hash in ``dvc.lock`` unreproducible from a
-fresh clone). Then two checks, both against ``HEAD``:
+Run after ``dvc repro`` (``make verify`` does both). First, ``dvc.lock`` may hold no entry of a
+stage that ``dvc.yaml`` no longer defines (``make repro`` removes them: DVC does not), and no
+stray file may sit in a folder that a stage depends on (it would make that folder's hash in
+``dvc.lock`` unreproducible from a fresh clone). Then two checks, both against ``HEAD``:
 
 1. **Not stale** (always, machine-independent): every stage's command, params and the hashes of
    its git-tracked inputs (code, ``params.yaml``) in the new ``dvc.lock`` equal the committed
@@ -93,18 +94,59 @@ def changed_results(committed: str, current: str) -> list[str]:
     return [c for c in changed if c != PLATFORM_FILE.as_posix()]
 
 
-def stray_files(lock_text: str, root: Path = Path(".")) -> list[str]:
-    """Files inside a folder dependency that no stage of the lock writes (``.gitignore`` aside).
+def pipeline_stages() -> set[str]:
+    """Names of the stages ``dvc.yaml`` defines now (foreach/matrix expanded)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return set(out.split())
+
+
+def prune_lock(lock_text: str, keep: set[str]) -> tuple[str, list[str]]:
+    """``dvc.lock`` without the entries of stages not in ``keep``, and their names.
+
+    DVC never deletes the entry of a stage that left ``dvc.yaml`` (a teacher dropped from
+    ``teachers.archs``, a removed grid point); such an entry would keep claiming outputs that no
+    longer exist. Entries are cut as text, so the rest of the file keeps DVC's formatting.
+    """
+    names = set((yaml.safe_load(lock_text) or {}).get("stages", {}))
+    gone = sorted(names - keep)
+    if not gone:
+        return lock_text, []
+    out, skipping = [], False
+    for line in lock_text.splitlines(keepends=True):
+        if line.startswith("  ") and not line.startswith("   "):
+            skipping = line.strip().removesuffix(":").strip("'\"") in gone
+        elif not line.startswith("  "):
+            skipping = False
+        if not skipping:
+            out.append(line)
+    text = "".join(out)
+    left = set((yaml.safe_load(text) or {}).get("stages", {}))
+    if left != names - set(gone):
+        raise ValueError("dvc.lock: could not remove the entries of removed stages")
+    return text, gone
+
+
+def stray_files(
+    lock_text: str, root: Path = Path("."), stages: set[str] | None = None
+) -> list[str]:
+    """Files inside a folder dependency that no stage writes (``.gitignore`` aside).
 
     Such a file (say, the model of a teacher since removed from ``teachers.archs``) enters the
     folder's hash in ``dvc.lock`` but is absent from a fresh clone, so the committed lock could
-    never be reproduced there.
+    never be reproduced there. ``stages`` limits the lock to the stages the pipeline has now.
     """
-    stages = (yaml.safe_load(lock_text) or {}).get("stages", {})
-    produced = _produced_paths(stages)
+    stages_ = (yaml.safe_load(lock_text) or {}).get("stages", {})
+    if stages is not None:
+        stages_ = {k: v for k, v in stages_.items() if k in stages}
+    produced = _produced_paths(stages_)
     folders = {
         d["path"]
-        for entry in stages.values()
+        for entry in stages_.values()
         for d in entry.get("deps", [])
         if any(out.startswith(d["path"] + "/") for out in produced)
     }
@@ -117,8 +159,8 @@ def stray_files(lock_text: str, root: Path = Path(".")) -> list[str]:
     return stray
 
 
-def _report_stray(lock_text: str) -> bool:
-    stray = stray_files(lock_text)
+def _report_stray(lock_text: str, stages: set[str]) -> bool:
+    stray = stray_files(lock_text, stages=stages)
     if stray:
         print(
             "make verify: these files are no stage's output (left over from an earlier pipeline?)"
@@ -146,7 +188,16 @@ def _committed_platform() -> dict[str, Any] | None:
 def verify() -> int:
     committed = _git("show", "HEAD:dvc.lock")
     current = Path("dvc.lock").read_text()
-    if _report_stray(current):
+    stages = pipeline_stages()
+    removed = prune_lock(current, stages)[1]
+    if removed:
+        print(
+            "make verify: dvc.lock still holds stages that dvc.yaml no longer defines (run"
+            f" `make repro`, which removes them): {', '.join(removed)}",
+            file=sys.stderr,
+        )
+        return 1
+    if _report_stray(current, stages):
         return 1
     stale = stale_stages(committed, current)
     if stale:
@@ -187,7 +238,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record", action="store_true", help="write reports/platform.json")
     args = parser.parse_args(argv)
     if args.record:
-        if _report_stray(Path("dvc.lock").read_text()):
+        stages = pipeline_stages()
+        lock = Path("dvc.lock")
+        text, removed = prune_lock(lock.read_text(), stages)
+        if removed:
+            with atomic_path(lock) as tmp:
+                tmp.write_text(text)
+            print(
+                f"make repro: removed from dvc.lock the stages dvc.yaml no longer defines: "
+                f"{', '.join(removed)}"
+            )
+        if _report_stray(text, stages):
             raise SystemExit(1)
         record_platform()
         return
