@@ -16,9 +16,9 @@ import yaml
 from torch import nn
 
 from melanoma_kd.config import AugmentParams, Params, parse_params
-from melanoma_kd.data.cache import write_split_cache
+from melanoma_kd.data.cache import resize_shorter_center_crop, write_split_cache
 from melanoma_kd.data.dataset import UNLABELLED, CacheDataset, class_weights, training_set
-from melanoma_kd.data.synthetic import METADATA_FILE, generate_dataset
+from melanoma_kd.data.synthetic import IMAGES_FILE, METADATA_FILE, generate_dataset, read_image
 from melanoma_kd.data.transfer import ID_PREFIX, build_transfer_set
 from melanoma_kd.data.transforms import augmented_view, build_augment
 from melanoma_kd.distill import ResponseKD, labelled_task_loss
@@ -32,10 +32,10 @@ TINY = REPO_ROOT / "tests/profiles/tiny.yaml"
 SIZE = 16
 
 
-def _params(**distill: object) -> Params:
+def _params(hair_removal: bool = True, **distill: object) -> Params:
     raw = yaml.safe_load(TINY.read_text())
     raw["distill"].update(distill)
-    raw["preprocess"]["workers"] = 1
+    raw["preprocess"].update(workers=1, hair_removal=hair_removal)
     return parse_params(raw, TINY)
 
 
@@ -82,15 +82,38 @@ def test_synthetic_draw_is_unlabelled_new_and_byte_stable(tmp_path: Path) -> Non
     assert all(i.startswith(ID_PREFIX) for i in ds.ids)
     assert not set(ds.ids) & held_out
     assert not set(ds.patients) & set(meta["patient_id"])
-    # a different seed is a different draw, not the labelled images again
-    with h5py.File(tmp_path / "a.h5") as h5:
-        first = h5["images"][0]
-    other = build_transfer_set(
-        _params(transfer_images=24, transfer_seed=6), labelled, tmp_path / "c.h5"
+
+
+def _pixels(path: Path) -> set[bytes]:
+    with h5py.File(path) as h5:
+        return {img.tobytes() for img in h5["images"][()]}
+
+
+def test_synthetic_draw_shares_no_image_with_the_labelled_set(tmp_path: Path) -> None:
+    # without hair removal both sides are just the resized generator output
+    params = _params(hair_removal=False, transfer_images=30, transfer_seed=5)
+    generate_dataset(params.generate, tmp_path / "labelled")
+    meta = pd.read_csv(tmp_path / "labelled" / METADATA_FILE, dtype=str)
+    with h5py.File(tmp_path / "labelled" / IMAGES_FILE) as h5:
+        labelled = {
+            resize_shorter_center_crop(read_image(h5, i), params.cache.size).tobytes()
+            for i in meta["isic_id"]
+        }
+    build_transfer_set(params, _labelled(meta["isic_id"].tolist()), tmp_path / "t.h5")
+    assert not _pixels(tmp_path / "t.h5") & labelled
+    # the comparison can fail: a draw with generate.seed (refused by the config) is the
+    # labelled set again
+    n = len(meta)
+    same = params.model_copy(
+        update={
+            "distill": params.distill.model_copy(
+                update={"transfer_seed": params.generate.seed, "transfer_images": n}
+            ),
+            "generate": params.generate.model_copy(update={"n_images": n}),
+        }
     )
-    assert other["transfer_images"] == 24
-    with h5py.File(tmp_path / "c.h5") as h5:
-        assert not np.array_equal(h5["images"][0], first)
+    build_transfer_set(same, _labelled([]), tmp_path / "same.h5")
+    assert _pixels(tmp_path / "same.h5") == labelled
 
 
 def test_zero_transfer_images_writes_an_empty_set(tmp_path: Path) -> None:
