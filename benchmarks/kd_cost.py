@@ -9,16 +9,20 @@ arrays) this times, with the same epochs and the same recipe:
   outputs (one ``distill@T-α-method`` grid point each);
 * **teacher pass** — ``compute_teacher_outputs`` for a resnet18 teacher at 64 px over the same
   epochs × train views (the ``teacher_outputs`` stage). The teacher checkpoint is a randomly
-  initialised resnet18: its training cost is not part of the KD grid's cost.
+  initialised resnet18: its training cost is not part of the KD grid's cost;
+* **response+transfer** / **feature+transfer** and **teacher pass+transfer** — the same with a
+  transfer set (``distill.transfer_images``; default ``--transfer`` = half the train images, the
+  default profile's 500 per 1000) appended: the student trains on more images per epoch by design.
 
 Runs alternate (scratch, response, feature, then the reverse order, ...) and each figure is the
 median over ``--rounds``. Process start-up and imports, which every DVC stage pays equally, are
 not included. The budget from DESIGN.md is: a grid of n points ≤ 1.3·n scratch runs + one
-teacher pass. The prediction for the default grid (n = 12: T ∈ {1, 2, 4} × α ∈ {0.5, 0.9} ×
-{response, feature}) uses the median response time for its 6 response points and the median
-feature time for its 6 feature points.
+teacher pass. The prediction for the default grid (n = 8: T ∈ {1, 4} × α ∈ {0.5, 0.9} ×
+{response, feature}) uses the median response time for its 4 response points and the median
+feature time for its 4 feature points, without and with the transfer set.
 
-    .venv/bin/python benchmarks/kd_cost.py [--threads 2] [--images 512] [--epochs 2] [--rounds 2]
+    .venv/bin/python benchmarks/kd_cost.py [--threads 2] [--images 512] [--transfer 256]
+        [--epochs 2] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -40,18 +44,21 @@ import torch
 
 from melanoma_kd.config import Params, StudentParams, TrainParams
 from melanoma_kd.data.cache import write_split_cache
+from melanoma_kd.data.dataset import UNLABELLED
 from melanoma_kd.data.transforms import build_augment
 from melanoma_kd.distill import FeatureKD, ResponseKD, Supervised
 from melanoma_kd.models.build import save_checkpoint
 from melanoma_kd.runs import RunPaths, run_training
 from melanoma_kd.teacher_outputs import compute_teacher_outputs, teacher_feature_dims
 
-SIZE, TEMPERATURE, ALPHA, GRID_N = 64, 2.0, 0.5, 12
+SIZE, TEMPERATURE, ALPHA, GRID_N = 64, 2.0, 0.5, 8
 
 
-def write_cache(path: Path, n: int, seed: int, split: str) -> None:
+def write_cache(path: Path, n: int, seed: int, split: str, unlabelled: bool = False) -> None:
     rng = np.random.default_rng(seed)
     labels = (rng.random(n) < 0.25).astype(np.int64)
+    if unlabelled:
+        labels[:] = UNLABELLED
     base = rng.integers(0, 200, (n, SIZE, SIZE, 3)).astype(np.int16)
     images = (base + 40 * labels[:, None, None, None]).clip(0, 255).astype(np.uint8)
     rows = pd.DataFrame(
@@ -69,6 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--transfer", type=int, default=None, help="default: images // 2")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
@@ -80,6 +88,8 @@ def main() -> None:
         cache.mkdir()
         write_cache(cache / "train.h5", args.images, 0, "train")
         write_cache(cache / "val.h5", max(args.images // 4, 16), 1, "val")
+        n_transfer = args.images // 2 if args.transfer is None else args.transfer
+        write_cache(root / "transfer.h5", n_transfer, 2, "transfer", unlabelled=True)
         params = Params(
             train=TrainParams(num_threads=args.threads, batch_size=32, patience=100),
             student=StudentParams(image_size=SIZE, epochs=args.epochs),
@@ -95,8 +105,9 @@ def main() -> None:
             {"arch": "resnet18", "image_size": SIZE},
         )
         outputs = root / "teacher_outputs.h5"
+        outputs_tr = root / "teacher_outputs_transfer.h5"
 
-        def teacher_pass() -> None:
+        def teacher_pass(transfer: bool = False) -> None:
             compute_teacher_outputs(
                 teacher_ckpt,
                 cache / "train.h5",
@@ -104,10 +115,13 @@ def main() -> None:
                 params.train.seed,
                 s.epochs,
                 stages,
-                outputs,
+                outputs_tr if transfer else outputs,
+                transfer_cache=root / "transfer.h5" if transfer else None,
             )
 
-        def student_run(name: str, make_objective, teacher: Path | None) -> None:
+        def student_run(
+            name: str, make_objective, teacher: Path | None, transfer: bool = False
+        ) -> None:
             with contextlib.redirect_stdout(io.StringIO()):
                 run_training(
                     params,
@@ -121,29 +135,24 @@ def main() -> None:
                     extra_meta={"role": name, "params_hash": "bench"},
                     teacher_outputs=teacher,
                     desc=name,
+                    transfer=root / "transfer.h5" if transfer else None,
                 )
 
         teacher_pass()  # untimed warm-up; also produces the outputs the KD runs read
+        teacher_pass(transfer=True)
         dims = teacher_feature_dims(outputs)
+        response = functools.partial(ResponseKD, temperature=TEMPERATURE, alpha=ALPHA)
+        feature = functools.partial(
+            FeatureKD, alpha=ALPHA, n_stages=stages, teacher_dims=dims, image_size=s.image_size
+        )
         runs = {
             "scratch": lambda: student_run("scratch", Supervised, None),
-            "response": lambda: student_run(
-                "response",
-                functools.partial(ResponseKD, temperature=TEMPERATURE, alpha=ALPHA),
-                outputs,
-            ),
-            "feature": lambda: student_run(
-                "feature",
-                functools.partial(
-                    FeatureKD,
-                    alpha=ALPHA,
-                    n_stages=stages,
-                    teacher_dims=dims,
-                    image_size=s.image_size,
-                ),
-                outputs,
-            ),
+            "response": lambda: student_run("response", response, outputs),
+            "feature": lambda: student_run("feature", feature, outputs),
             "teacher pass": teacher_pass,
+            "response+transfer": lambda: student_run("response_t", response, outputs_tr, True),
+            "feature+transfer": lambda: student_run("feature_t", feature, outputs_tr, True),
+            "teacher pass+transfer": lambda: teacher_pass(transfer=True),
         }
         runs["scratch"]()  # untimed warm-up of the student path
         times: dict[str, list[float]] = {k: [] for k in runs}
@@ -158,26 +167,31 @@ def main() -> None:
         print(
             f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, load "
             f"average {os.getloadavg()[0]:.1f}; {args.images} train images, {SIZE} px, "
-            f"{args.epochs} epochs, student {s.arch}, teacher resnet18, {args.rounds} rounds"
+            f"{args.epochs} epochs, student {s.arch}, teacher resnet18, {args.rounds} rounds, "
+            f"transfer set {n_transfer} images"
         )
         for name, t in med.items():
             runs_s = ", ".join(f"{v:.1f}" for v in times[name])
-            print(f"  {name:13s} {t:7.1f} s  (runs: {runs_s})")
+            print(f"  {name:21s} {t:7.1f} s  (runs: {runs_s})")
         scratch, teacher = med["scratch"], med["teacher pass"]
         print(
             f"  ratio response/scratch {med['response'] / scratch:.3f}, "
             f"feature/scratch {med['feature'] / scratch:.3f}, "
             f"teacher pass/scratch {teacher / scratch:.3f}"
         )
-        grid = GRID_N // 2 * (med["response"] + med["feature"]) + teacher
-        budget = 1.3 * GRID_N * scratch + teacher
-        verdict = "within budget" if grid <= budget else "OVER BUDGET"
-        print(
-            f"  n={GRID_N} grid predicted {grid:.1f} s vs budget 1.3*n*scratch + teacher pass = "
-            f"{budget:.1f} s -> {grid / budget:.3f} of budget ({verdict}); "
-            f"mean KD point / scratch = {(med['response'] + med['feature']) / 2 / scratch:.3f} "
-            f"(budget 1.3)"
-        )
+        for suffix in ("", "+transfer"):
+            teacher = med["teacher pass" + suffix]
+            kd = (med["response" + suffix] + med["feature" + suffix]) / 2
+            grid = GRID_N * kd + teacher
+            budget = 1.3 * GRID_N * scratch + teacher
+            verdict = "within budget" if grid <= budget else "OVER BUDGET"
+            print(
+                f"  n={GRID_N} grid{suffix or ' (no transfer set)'}: predicted {grid:.1f} s vs "
+                f"budget 1.3*n*scratch + teacher pass = {budget:.1f} s -> "
+                f"{grid / budget:.3f} of budget ({verdict}); mean KD point / scratch = "
+                f"{kd / scratch:.3f} (budget 1.3; training images per epoch "
+                f"{(args.images + (n_transfer if suffix else 0)) / args.images:.2f}x scratch's)"
+            )
 
 
 if __name__ == "__main__":
