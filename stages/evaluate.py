@@ -83,12 +83,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{g['roc_auc_delta']:+.4f} [{g['roc_auc_delta_ci_lo']:+.4f}, "
             f"{g['roc_auc_delta_ci_hi']:+.4f}] p = {g['roc_auc_p']:.4g}"
         )
-    tr = ev.transfer
-    print(
-        f"evaluate: transfer set ({tr['kd_model']} - {tr['no_transfer_model']}) ΔROC-AUC "
-        f"{tr['effect_roc_auc_delta']:+.4f} [{tr['effect_roc_auc_delta_ci_lo']:+.4f}, "
-        f"{tr['effect_roc_auc_delta_ci_hi']:+.4f}] p = {tr['effect_roc_auc_p']:.4g}"
-    )
+    if "effect_roc_auc_delta" in (tr := ev.transfer):
+        print(
+            f"evaluate: transfer set ({tr['kd_model']} - {tr['no_transfer_model']}) ΔROC-AUC "
+            f"{tr['effect_roc_auc_delta']:+.4f} [{tr['effect_roc_auc_delta_ci_lo']:+.4f}, "
+            f"{tr['effect_roc_auc_delta_ci_hi']:+.4f}] p = {tr['effect_roc_auc_p']:.4g}"
+        )
     sd = ev.seeds
     for base in ("scratch", "kd"):
         print(

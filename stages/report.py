@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     missing = [
         p
         for p, d in ((args.baselines, inputs.baselines), (args.benchmark, inputs.benchmark))
-        if d is None
+        if d is None and p  # an empty path means "not wanted" (the benchmark is not committed)
     ]
     print(
         f"report: wrote {args.out} ({len(specs)} models"

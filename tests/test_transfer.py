@@ -73,7 +73,7 @@ def test_synthetic_draw_is_unlabelled_new_and_byte_stable(tmp_path: Path) -> Non
     summary = build_transfer_set(params, labelled, tmp_path / "a.h5")
     build_transfer_set(params, labelled, tmp_path / "b.h5")
     assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
-    assert summary["transfer_images"] == 24 and summary["labelled_overlap"] == 0
+    assert summary["transfer_images"] == 24 and summary["labelled_ids_checked"] == len(labelled)
 
     ds = CacheDataset(tmp_path / "a.h5")
     assert len(ds) == 24 and ds.size == params.cache.size

@@ -127,6 +127,6 @@ def build_transfer_set(params: Params, labelled: pd.DataFrame, out: str | Path) 
         "transfer_images": n,
         "source": source,
         "patients": len(set(patients)),
-        "labelled_overlap": 0,
+        "labelled_ids_checked": len(labelled),  # none of them is a transfer id
         "image_size": size,
     }
