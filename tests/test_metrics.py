@@ -14,6 +14,7 @@ from sklearn.metrics import (
     precision_score,
     recall_score,
     roc_auc_score,
+    roc_curve,
 )
 
 from melanoma_kd import metrics as M
@@ -48,6 +49,15 @@ def test_roc_and_pr_auc_match_sklearn(seed: int) -> None:
 def test_fast_roc_core_matches_roc_auc_score(seed: int, ties: bool) -> None:
     y, s = _random_data(seed, ties=ties)
     assert M._roc_auc_core(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_roc_vertices_match_roc_curve(seed: int) -> None:
+    y, s = _random_data(seed, ties=True)
+    fpr, tpr = M._roc_vertices(y, s)
+    ref_fpr, ref_tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, ref_fpr, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(tpr, ref_tpr, rtol=0, atol=1e-15)
 
 
 def _pauc_closed_form(y: np.ndarray, s: np.ndarray, min_tpr: float) -> float:

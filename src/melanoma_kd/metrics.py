@@ -21,14 +21,12 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.stats import binomtest, rankdata
 from sklearn.metrics import (
     accuracy_score,
-    auc,
     average_precision_score,
     confusion_matrix,
     f1_score,
     precision_recall_curve,
     precision_score,
     recall_score,
-    roc_auc_score,
     roc_curve,
 )
 
@@ -118,9 +116,9 @@ def _check_unit_interval(value: float, name: str, *, low_open: bool, high_open: 
 
 
 def roc_auc(y: ArrayLike, s: ArrayLike) -> float:
-    """Area under the ROC curve (scikit-learn ``roc_auc_score``)."""
+    """Area under the ROC curve; equals scikit-learn's ``roc_auc_score`` (tested)."""
     yy, ss = _check(y, s)
-    return float(roc_auc_score(yy, ss))
+    return _roc_auc_core(yy, ss)
 
 
 def pr_auc(y: ArrayLike, s: ArrayLike) -> float:
@@ -141,21 +139,37 @@ def pauc_above_tpr(y: ArrayLike, s: ArrayLike, min_tpr: float = 0.8) -> float:
     return _pauc_core(yy, ss, min_tpr)
 
 
+def _roc_vertices(
+    y: NDArray[np.int64], s: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """ROC curve ``(fpr, tpr)`` from the origin, one vertex per distinct score (highest first).
+
+    The curve of ``roc_curve(y, s, drop_intermediate=False)`` computed in numpy alone: inside
+    bootstrap and permutation loops scikit-learn's per-call input checks cost ~50x the sort.
+    """
+    order = np.argsort(-s, kind="mergesort")
+    ranked = s[order]
+    ends = np.append(np.flatnonzero(np.diff(ranked)), ranked.size - 1)  # last of each tie group
+    tps = np.cumsum(y[order], dtype=np.float64)[ends]
+    fps = (ends + 1.0) - tps
+    return np.append(0.0, fps / fps[-1]), np.append(0.0, tps / tps[-1])
+
+
 def _pauc_core(y: NDArray[np.int64], s: NDArray[np.float64], min_tpr: float = 0.8) -> float:
     """:func:`pauc_above_tpr` on already validated inputs."""
     max_fpr = 1.0 - min_tpr
-    fpr, tpr, _ = roc_curve(1 - y, -s)
+    fpr, tpr = _roc_vertices(1 - y, -s)
     stop = int(np.searchsorted(fpr, max_fpr, side="right"))  # fpr[:stop] <= max_fpr
     if stop >= fpr.size:  # max_fpr >= 1: the whole curve
-        return float(auc(fpr, tpr))
+        return float(np.trapezoid(tpr, fpr))
     tpr_cut = np.interp(max_fpr, fpr[stop - 1 : stop + 1], tpr[stop - 1 : stop + 1])
-    return float(auc(np.append(fpr[:stop], max_fpr), np.append(tpr[:stop], tpr_cut)))
+    return float(np.trapezoid(np.append(tpr[:stop], tpr_cut), np.append(fpr[:stop], max_fpr)))
 
 
 def _roc_auc_core(y: NDArray[np.int64], s: NDArray[np.float64]) -> float:
-    """ROC-AUC on validated inputs; same value as ``roc_auc_score`` at a third of its overhead."""
-    fpr, tpr, _ = roc_curve(y, s)
-    return float(auc(fpr, tpr))
+    """ROC-AUC on validated inputs (trapezoid rule over :func:`_roc_vertices`)."""
+    fpr, tpr = _roc_vertices(y, s)
+    return float(np.trapezoid(tpr, fpr))
 
 
 def _pr_auc_core(y: NDArray[np.int64], s: NDArray[np.float64]) -> float:
