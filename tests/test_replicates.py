@@ -204,6 +204,8 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         h5.create_dataset("logits", data=np.zeros(shape, np.float32))
         h5.attrs["n_features"] = 0
         h5.attrs["feature_dims"] = [16, 32]
+        h5.attrs["n_train"] = 8
+        h5.attrs["n_transfer"] = n_transfer
     selected = tmp_path / "selected_student.json"
     write_json(selected, {"point": "2-0.5-response"})
     calls: list[dict[str, Any]] = []

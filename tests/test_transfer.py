@@ -207,6 +207,14 @@ def test_training_set_appends_transfer_views_keyed_after_train(tmp_path: Path) -
     torch.testing.assert_close(class_weights(ds.labels), class_weights(plain.labels))
 
 
+def test_a_transfer_cache_with_labels_is_refused(tmp_path: Path) -> None:
+    train = _cache(tmp_path / "train.h5", [0, 1, 0, 1], seed=0)
+    transfer = _cache(tmp_path / "transfer.h5", [UNLABELLED, 1, UNLABELLED], seed=1, prefix="t")
+    aug = build_augment(AugmentParams())
+    with pytest.raises(UserError, match=r"transfer\.h5: transfer-set image 't1' has label 1"):
+        training_set(train, aug, 7, transfer)
+
+
 def test_teacher_outputs_cover_transfer_after_unchanged_train_rows(tmp_path: Path) -> None:
     train = _cache(tmp_path / "train.h5", [0, 1, 0, 1], seed=0)
     transfer = _cache(tmp_path / "transfer.h5", [UNLABELLED] * 5, seed=1, prefix="t")
@@ -226,7 +234,14 @@ def test_teacher_outputs_cover_transfer_after_unchanged_train_rows(tmp_path: Pat
         assert b["logits"].shape == (2, 9, 2)
         np.testing.assert_array_equal(b["logits"][:, :4], a["logits"][()])
         assert np.abs(b["logits"][:, 4:]).sum() > 0  # the transfer rows were computed
-    assert TeacherOutputs(tmp_path / "both.h5").n_views == 9
+    cached = TeacherOutputs(tmp_path / "both.h5")
+    assert (cached.n_views, cached.n_train) == (9, 4)
+    cached.check_layout(4, 5)
+    cached.check_layout(4, 0)  # the ablation trains on the train split alone
+    with pytest.raises(UserError, match="computed for 4 train images, the train split has 5"):
+        cached.check_layout(5, 0)
+    with pytest.raises(UserError, match=r"cover 5 transfer-set images per epoch, .* has 6"):
+        cached.check_layout(4, 6)
 
 
 # --- the loss -------------------------------------------------------------------------------

@@ -131,7 +131,6 @@ def train_replicate(
     uses the ``transfer`` set as its main run does (when ``distill.transfer_images`` > 0)."""
     if seed == params.train.seed:
         raise UserError(f"replicate: seed {seed} is train.seed; that run is the main run")
-    s = params.student
     if kind == "scratch":
         point = None  # the scratch run has no KD point (nor is one part of its hash)
     meta: dict[str, Any] = {"seed": seed, "params_hash": replicate_hash(params, seed, point)}
@@ -151,19 +150,15 @@ def train_replicate(
         desc = f"replicate seed {seed}: KD {point.key}"
     else:
         raise UserError(f"replicate: unknown kind {kind!r} (known: {list(KINDS)})")
-    return run_training(
+    return _student_run(
         params,
-        arch=s.arch,
-        schedule_epochs=s.epochs,
-        lr=s.lr,
-        image_size=s.image_size,
         cache_dir=cache_dir,
         paths=paths,
-        make_objective=make,
-        extra_meta=meta,
-        teacher_outputs=teacher_outputs if kind == "kd" else None,
+        make=make,
+        meta=meta,
         desc=desc,
         seed=seed,
+        teacher_outputs=teacher_outputs if kind == "kd" else None,
         transfer=transfer if kind == "kd" and params.distill.transfer_images else None,
     )
 
@@ -175,13 +170,37 @@ def train_without_transfer(
     only (same seed, recipe and teacher outputs; the transfer views are simply not drawn)."""
     from melanoma_kd.teacher_outputs import teacher_feature_dims
 
-    s = params.student
     meta = {
         "role": "distilled",
         **point.as_meta(),
         "transfer_images": 0,
         "params_hash": replicate_hash(params, params.train.seed, point, use_transfer=False),
     }
+    return _student_run(
+        params,
+        cache_dir=cache_dir,
+        paths=paths,
+        make=kd_objective(params, point, teacher_feature_dims(teacher_outputs)),
+        meta=meta,
+        desc=f"KD {point.key} without transfer set",
+        teacher_outputs=teacher_outputs,
+    )
+
+
+def _student_run(
+    params: Params,
+    *,
+    cache_dir: Path,
+    paths: RunPaths,
+    make: Callable[[torch.nn.Module, torch.nn.Module], Objective],
+    meta: dict[str, Any],
+    desc: str,
+    seed: int | None = None,
+    teacher_outputs: Path | None = None,
+    transfer: Path | None = None,
+) -> dict[str, Any]:
+    """One student run with the student recipe (arch, epochs, lr, size) of ``params``."""
+    s = params.student
     return run_training(
         params,
         arch=s.arch,
@@ -190,8 +209,10 @@ def train_without_transfer(
         image_size=s.image_size,
         cache_dir=cache_dir,
         paths=paths,
-        make_objective=kd_objective(params, point, teacher_feature_dims(teacher_outputs)),
+        make_objective=make,
         extra_meta=meta,
         teacher_outputs=teacher_outputs,
-        desc=f"KD {point.key} without transfer set",
+        desc=desc,
+        seed=seed,
+        transfer=transfer,
     )

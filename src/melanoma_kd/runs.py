@@ -21,7 +21,12 @@ import torch
 from dvclive import Live
 
 from melanoma_kd.config import Params
-from melanoma_kd.data.dataset import CacheDataset, class_weights, training_set
+from melanoma_kd.data.dataset import (
+    CacheDataset,
+    TrainWithTransfer,
+    class_weights,
+    training_set,
+)
 from melanoma_kd.data.transforms import build_augment
 from melanoma_kd.distill import Objective
 from melanoma_kd.errors import UserError
@@ -138,11 +143,9 @@ def run_training(
         best.update(epoch=epoch, metrics=metrics, scores=scores, state=state)
 
     teacher = TeacherOutputs(teacher_outputs) if teacher_outputs else None
-    if teacher is not None and teacher.n_views < len(train_ds):
-        raise UserError(
-            f"{teacher_outputs}: teacher outputs cover {teacher.n_views} views per epoch, the "
-            f"training set has {len(train_ds)} (rerun teacher_outputs)"
-        )
+    if teacher is not None:
+        n_train = train_ds.n_train if isinstance(train_ds, TrainWithTransfer) else len(train_ds)
+        teacher.check_layout(n_train, len(train_ds) - n_train)
     if teacher is None and transfer is not None:
         raise UserError(f"{desc}: a transfer set is only used with a distillation objective")
     join_process_group(cfg.nproc)

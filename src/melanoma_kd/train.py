@@ -54,11 +54,26 @@ class TeacherOutputs:
             with h5py.File(self.path, "r") as h5:
                 self.epochs, self.n_views = (int(n) for n in h5["logits"].shape[:2])
                 self.n_features = int(h5.attrs.get("n_features", 0))
+                self.n_train = int(h5.attrs["n_train"])
         except (OSError, KeyError) as exc:
             raise UserError(f"{self.path}: not a readable teacher-outputs file ({exc})") from None
         self._epoch = -1
         self._logits: torch.Tensor | None = None
         self._feats: list[torch.Tensor] = []
+
+    def check_layout(self, n_train: int, n_transfer: int) -> None:
+        """Raise unless these outputs were computed for ``n_train`` train views followed by at
+        least ``n_transfer`` transfer views (the layout the training set indexes into)."""
+        if self.n_train != n_train:
+            raise UserError(
+                f"{self.path}: teacher outputs were computed for {self.n_train} train images, "
+                f"the train split has {n_train} (rerun teacher_outputs)"
+            )
+        if self.n_views < n_train + n_transfer:
+            raise UserError(
+                f"{self.path}: teacher outputs cover {self.n_views - self.n_train} transfer-set "
+                f"images per epoch, the training set has {n_transfer} (rerun teacher_outputs)"
+            )
 
     def load_epoch(self, epoch: int) -> None:
         """Load epoch ``epoch``'s outputs into memory."""

@@ -88,7 +88,16 @@ class TrainWithTransfer(ConcatDataset):
     def __init__(self, train: CacheDataset, transfer: CacheDataset) -> None:
         if transfer.index_offset != len(train):
             raise ValueError("the transfer set must be indexed after the train split")
+        labelled = np.flatnonzero(transfer.labels != UNLABELLED)
+        if labelled.size:
+            i = int(labelled[0])
+            raise UserError(
+                f"{transfer.path}: transfer-set image {transfer.ids[i]!r} has label "
+                f"{int(transfer.labels[i])}, expected {UNLABELLED} (unlabelled); "
+                f"{labelled.size} labelled rows in all"
+            )
         super().__init__([train, transfer])
+        self.n_train = len(train)
         self.seed = train.seed
         self.labels = np.concatenate([train.labels, np.full(len(transfer), UNLABELLED)])
         self.ids = train.ids + transfer.ids
