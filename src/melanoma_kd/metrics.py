@@ -13,22 +13,11 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
-import sklearn
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import binomtest, rankdata
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_curve,
-    precision_score,
-    recall_score,
-    roc_curve,
-)
 
 Metric = Callable[[NDArray[Any], NDArray[Any]], float]
 
@@ -47,6 +36,17 @@ __all__ = [
     "threshold_at_sensitivity",
     "threshold_max_f1",
 ]
+
+
+def _sk() -> ModuleType:
+    """``sklearn.metrics``, imported on first use.
+
+    Training stages need only the numpy ROC cores below; importing scikit-learn (and SciPy with
+    it) would add ~1.5 s to every one of them.
+    """
+    import sklearn.metrics
+
+    return sklearn.metrics
 
 
 # --------------------------------------------------------------------------- input validation
@@ -124,7 +124,7 @@ def roc_auc(y: ArrayLike, s: ArrayLike) -> float:
 def pr_auc(y: ArrayLike, s: ArrayLike) -> float:
     """Area under the precision-recall curve as average precision (``average_precision_score``)."""
     yy, ss = _check(y, s)
-    return float(average_precision_score(yy, ss))
+    return float(_sk().average_precision_score(yy, ss))
 
 
 def pauc_above_tpr(y: ArrayLike, s: ArrayLike, min_tpr: float = 0.8) -> float:
@@ -174,7 +174,7 @@ def _roc_auc_core(y: NDArray[np.int64], s: NDArray[np.float64]) -> float:
 
 def _pr_auc_core(y: NDArray[np.int64], s: NDArray[np.float64]) -> float:
     """Average precision on validated inputs."""
-    return float(average_precision_score(y, s))
+    return float(_sk().average_precision_score(y, s))
 
 
 # --------------------------------------------------------------------------- calibration
@@ -236,7 +236,7 @@ def threshold_at_sensitivity(
     _check_unit_interval(min_sensitivity, "min_sensitivity", low_open=True, high_open=False)
     # drop_intermediate=False: a dropped collinear point could be the exact first one reaching
     # the target, which would yield a lower (worse) threshold.
-    _, tpr, thresholds = roc_curve(yy, ss, drop_intermediate=False)
+    _, tpr, thresholds = _sk().roc_curve(yy, ss, drop_intermediate=False)
     # thresholds are decreasing and tpr increasing: the first hit is the highest threshold
     return float(thresholds[np.argmax(tpr >= min_sensitivity - 1e-12)])
 
@@ -244,7 +244,7 @@ def threshold_at_sensitivity(
 def threshold_max_f1(y_val: ArrayLike, s_val: ArrayLike) -> float:
     """Threshold ``t`` (rule ``s >= t``) maximising F1 on validation data; ties -> highest ``t``."""
     yy, ss = _check(y_val, s_val, y_name="y_val", s_name="s_val")
-    precision, recall, thresholds = precision_recall_curve(yy, ss)
+    precision, recall, thresholds = _sk().precision_recall_curve(yy, ss)
     p, r = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
     denom = p + r
     f1 = np.divide(2.0 * p * r, denom, out=np.zeros_like(denom), where=denom > 0)
@@ -258,16 +258,16 @@ def metrics_at_threshold(y: ArrayLike, s: ArrayLike, t: float) -> dict[str, floa
     if not isinstance(t, int | float | np.integer | np.floating) or np.isnan(t):
         raise ValueError(f"threshold t must be a number, got {t!r}")
     pred = (ss >= t).astype(np.int64)
-    tn, fp, fn, tp = confusion_matrix(yy, pred, labels=[0, 1]).ravel()
+    tn, fp, fn, tp = _sk().confusion_matrix(yy, pred, labels=[0, 1]).ravel()
     kw: dict[str, Any] = {"labels": [0, 1], "zero_division": 0.0}
-    recall = float(recall_score(yy, pred, pos_label=1, **kw))
+    recall = float(_sk().recall_score(yy, pred, pos_label=1, **kw))
     return {
         "sensitivity": recall,
-        "specificity": float(recall_score(yy, pred, pos_label=0, **kw)),
-        "precision": float(precision_score(yy, pred, pos_label=1, **kw)),
+        "specificity": float(_sk().recall_score(yy, pred, pos_label=0, **kw)),
+        "precision": float(_sk().precision_score(yy, pred, pos_label=1, **kw)),
         "recall": recall,
-        "f1": float(f1_score(yy, pred, pos_label=1, **kw)),
-        "accuracy": float(accuracy_score(yy, pred)),
+        "f1": float(_sk().f1_score(yy, pred, pos_label=1, **kw)),
+        "accuracy": float(_sk().accuracy_score(yy, pred)),
         "tp": float(tp),
         "fp": float(fp),
         "tn": float(tn),
@@ -342,6 +342,8 @@ def _metric(metric: Metric | str) -> Metric:
 
 def _fast_sklearn() -> Any:
     """Context that skips scikit-learn's per-call checks inside resampling loops."""
+    import sklearn
+
     return sklearn.config_context(assume_finite=True, skip_parameter_validation=True)
 
 
@@ -456,6 +458,8 @@ def paired_permutation_pvalue(
     if isinstance(n_perm, bool) or not isinstance(n_perm, int | np.integer) or n_perm < 1:
         raise ValueError(f"n_perm must be a positive integer, got {n_perm!r}")
     if fn in (_roc_auc_core, _pr_auc_core, _pauc_core):  # rank-based: compare ranks
+        from scipy.stats import rankdata
+
         sa, sb = rankdata(sa) / sa.size, rankdata(sb) / sb.size
     observed = abs(fn(yy, sa) - fn(yy, sb))
     rng = np.random.default_rng(seed)
@@ -482,4 +486,6 @@ def mcnemar_pvalue(correct_a: ArrayLike, correct_b: ArrayLike) -> float:
     n = only_a + only_b
     if n == 0:
         return 1.0
+    from scipy.stats import binomtest
+
     return float(binomtest(only_a, n, 0.5, alternative="two-sided").pvalue)
