@@ -1,5 +1,8 @@
 """benchmark: CPU latency (batch 1; 1 thread and all cores) of every model × runtime, sizes and
-parameter counts → metrics JSON, a markdown deployment table and a latency-vs-val-pAUC plot."""
+parameter counts → metrics JSON, a markdown deployment table and a latency-vs-val-pAUC plot.
+
+Timings are not reproducible, so those three files are untracked; the stage's DVC output is
+``--timed``, the list of what was timed (see :func:`melanoma_kd.deploy.timed_models`)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,12 @@ import argparse
 from pathlib import Path
 
 from melanoma_kd.config import load_params
-from melanoma_kd.deploy import benchmark, deployment_table, plot_latency_pareto
+from melanoma_kd.deploy import (
+    benchmark,
+    deployment_table,
+    plot_latency_pareto,
+    timed_models,
+)
 from melanoma_kd.errors import UserError, cli_entry
 from melanoma_kd.io import atomic_path, read_json, write_json
 
@@ -21,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--report", required=True)
     ap.add_argument("--plot", required=True)
+    ap.add_argument("--timed", required=True, help="what was timed (machine-independent)")
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
@@ -42,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_path(args.report) as tmp:
         tmp.write_text(table)
     plot_latency_pareto(result, args.plot)
+    write_json(args.timed, timed_models(result))
     print(table)
 
 

@@ -381,3 +381,35 @@ def test_cpu_info_parses_flags(tmp_path: Path) -> None:
     assert info["model"] == "Test CPU 9000"
     assert info["isa_avx2"] and info["isa_avx512f"] and not info["isa_avx512_vnni"]
     assert info["vnni"] is False and "avx2" in info["isa_flags"]
+
+
+def test_timed_models_is_the_same_on_any_machine() -> None:
+    def result(p50: float, cores: int) -> dict:
+        row = {"size_mb": 6.1, "threads_1": {"p50_ms": p50}, "threads_all": {"p50_ms": p50 / 2}}
+        return {
+            "cpu": {"model": f"cpu{cores}"},
+            "settings": {
+                "batch": 1,
+                "warmup": 5,
+                "runs": 50,
+                "threads_all": cores,
+                "deploy_size": 224,
+            },
+            "models": {
+                "student_kd": {
+                    "arch": "m",
+                    "image_size": 64,
+                    "params": 3,
+                    "ort_fp32": row,
+                    "ort_int8": row,
+                    "val_pauc": 0.1,
+                },
+                "teacher_a": {"arch": "r", "image_size": 64, "params": 9, "torch_fp32": row},
+            },
+        }
+
+    here, there = deploy.timed_models(result(1.0, 2)), deploy.timed_models(result(3.0, 16))
+    assert here == there
+    assert here["models"]["student_kd"]["runtimes"] == ["ort_fp32", "ort_int8"]
+    assert here["models"]["teacher_a"] == {"image_size": 64, "runtimes": ["torch_fp32"]}
+    assert "p50" not in json.dumps(here) and "cpu" not in json.dumps(here)

@@ -79,12 +79,6 @@ def test_changed_params_and_new_stages_are_stale() -> None:
     assert stale_stages(_lock(), yaml.safe_dump(lock)) == ["export", "split"]
 
 
-def test_benchmark_stage_is_ignored() -> None:
-    lock = yaml.safe_load(_lock())
-    lock["stages"]["benchmark"] = {"cmd": "python stages/benchmark.py", "deps": [], "outs": []}
-    assert stale_stages(_lock(), yaml.safe_dump(lock)) == []
-
-
 def _pinned_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in PINNED}
     env.update(extra)

@@ -837,6 +837,29 @@ def benchmark(
     return result
 
 
+def timed_models(result: dict[str, Any]) -> dict[str, Any]:
+    """What a :func:`benchmark` result timed, without any timing or machine detail.
+
+    This is the benchmark stage's one declared DVC output: it is the same on every machine, so
+    the committed ``dvc.lock`` stays reproducible while the timings themselves (which are not)
+    live in untracked files.
+    """
+    settings = result["settings"]
+    return {
+        "batch": settings["batch"],
+        "warmup": settings["warmup"],
+        "runs": settings["runs"],
+        "deploy_size": settings["deploy_size"],
+        "models": {
+            name: {
+                "image_size": entry["image_size"],
+                "runtimes": sorted(k for k, v in entry.items() if isinstance(v, dict)),
+            }
+            for name, entry in sorted(result["models"].items())
+        },
+    }
+
+
 def _p50(entry: dict[str, Any], runtime: str, threads: str = "threads_1") -> float | None:
     row = entry.get(runtime)
     return row[threads]["p50_ms"] if row else None
