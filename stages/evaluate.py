@@ -8,17 +8,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from melanoma_kd.catalog import model_specs, read_raw_params, selected_point
 from melanoma_kd.config import load_params
 from melanoma_kd.data.dataset import CacheDataset
 from melanoma_kd.errors import cli_entry
-from melanoma_kd.evaluate import (
-    evaluate_all,
-    model_specs,
-    read_raw_params,
-    save_evaluation,
-    score_model,
-    selected_point,
-)
+from melanoma_kd.evaluate import evaluate_all, save_evaluation, score_model
 from melanoma_kd.plots import render_pngs, write_plot_data
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from melanoma_kd.catalog import read_selected
 from melanoma_kd.config import load_params
 from melanoma_kd.errors import cli_entry
 from melanoma_kd.launch import torchrun_if_needed
-from melanoma_kd.replicates import read_selected, train_replicate
+from melanoma_kd.replicates import train_replicate
 from melanoma_kd.runs import RunPaths
 
 

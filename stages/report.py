@@ -1,13 +1,16 @@
-"""report: reports/summary.md from the evaluate stage's outputs (+ baselines and benchmark)."""
+"""report: reports/summary.md from the evaluate stage's outputs (+ baselines and benchmark), and
+metrics/headline.json, the pipeline's declared metrics."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from melanoma_kd.catalog import model_specs, read_raw_params
 from melanoma_kd.config import load_params
 from melanoma_kd.errors import cli_entry
-from melanoma_kd.evaluate import model_specs, read_raw_params
-from melanoma_kd.report import load_inputs, render, write_report
+from melanoma_kd.io import write_json
+from melanoma_kd.report import headline, load_inputs, read_required, render, write_report
 
 
 @cli_entry
@@ -26,6 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--benchmark", default="metrics/benchmark.json", help="optional")
     ap.add_argument("--plots-dir", default="plots")
     ap.add_argument("--out", default="reports/summary.md")
+    ap.add_argument("--export-metrics", required=True, help="export metrics of the KD student")
+    ap.add_argument("--quantize-metrics", required=True, help="quantize stage metrics")
+    ap.add_argument("--headline", required=True, help="the pipeline's headline metrics JSON")
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
@@ -45,6 +51,14 @@ def main(argv: list[str] | None = None) -> None:
         transfer=args.transfer_ablation,
     )
     write_report(args.out, render(inputs, args.out))
+    write_json(
+        args.headline,
+        headline(
+            inputs,
+            read_required(Path(args.export_metrics), "export metrics", "export_student"),
+            read_required(Path(args.quantize_metrics), "quantize metrics", "quantize"),
+        ),
+    )
     missing = [
         p
         for p, d in ((args.baselines, inputs.baselines), (args.benchmark, inputs.benchmark))

@@ -10,6 +10,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from melanoma_kd import metrics as M
+from melanoma_kd.catalog import kd_points, model_specs, selected_point
 from melanoma_kd.config import EvaluateParams
 from melanoma_kd.errors import UserError
 from melanoma_kd.evaluate import (
@@ -20,10 +21,7 @@ from melanoma_kd.evaluate import (
     evaluate_all,
     evaluate_model,
     hard_cases,
-    kd_points,
-    model_specs,
     save_evaluation,
-    selected_point,
     training_curves,
 )
 from melanoma_kd.io import read_json, write_json

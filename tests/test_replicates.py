@@ -16,21 +16,15 @@ import yaml
 
 from melanoma_kd import metrics as M
 from melanoma_kd import runs
+from melanoma_kd.catalog import NO_TRANSFER, kd_points, parse_point, point_key
 from melanoma_kd.config import EvaluateParams, load_params, parse_params
 from melanoma_kd.data.cache import write_split_cache
 from melanoma_kd.data.dataset import UNLABELLED
 from melanoma_kd.errors import UserError
-from melanoma_kd.evaluate import (
-    NO_TRANSFER,
-    evaluate_all,
-    kd_points,
-    paired_comparison,
-    point_key,
-    save_evaluation,
-)
+from melanoma_kd.evaluate import evaluate_all, paired_comparison, save_evaluation
 from melanoma_kd.io import read_json, write_json
 from melanoma_kd.plots import write_plot_data
-from melanoma_kd.replicates import parse_point, replicate_hash
+from melanoma_kd.replicates import replicate_hash
 from tests.test_evaluate import SELECTED, SMALL, make_predictions
 from tests.test_train import _separable_cache
 

@@ -51,6 +51,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         transfer_path=root / "metrics/transfer_ablation.json",
     )
     write_plot_data(ev, root / "plots", curves=False)
+    write_json(root / "metrics/export/student_kd.json", {"native_size_mb": 6.08})
+    write_json(root / "metrics/quantize.json", {"int8_size_mb": 1.85})
     return root
 
 
@@ -68,6 +70,9 @@ def _run(root: Path, out: str, **extra: str) -> str:
         "--benchmark": root / "metrics/benchmark.json",
         "--plots-dir": root / "plots",
         "--out": root / out,
+        "--export-metrics": root / "metrics/export/student_kd.json",
+        "--quantize-metrics": root / "metrics/quantize.json",
+        "--headline": root / "metrics/headline.json",
     }
     args.update({k: root / v for k, v in extra.items()})
     _stage().main([str(x) for kv in args.items() for x in kv])
@@ -167,3 +172,29 @@ def test_missing_required_input_is_one_clear_error(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "nope.json: not found" in err and "\n" not in err
     assert not (workdir / "reports/never.md").exists()
+
+
+def test_headline_is_small_flat_and_taken_from_the_evaluation(workdir: Path) -> None:
+    _run(workdir, "reports/headline_check.md")
+    head = read_json(workdir / "metrics/headline.json")
+    assert len(head) <= 25
+    assert all(isinstance(v, str | int | float) for v in head.values())  # flat: DVC shows scalars
+    ea = read_json(workdir / "metrics/error_analysis.json")
+    assert head["kd_model"] == ea["student"] and head["teacher_model"] == ea["teacher"]
+    kd = read_json(workdir / f"metrics/evaluate/{ea['student']}.json")
+    assert head["kd_roc_auc"] == kd["roc_auc"] and head["kd_ece"] == kd["ece"]
+    gain = read_json(workdir / "metrics/kd_gain.json")
+    assert head["kd_gain_roc_auc"] == gain["roc_auc_delta"]
+    assert head["kd_gain_roc_auc_ci_lo"] <= head["kd_gain_roc_auc"] <= head["kd_gain_roc_auc_ci_hi"]
+    fp32 = read_json(workdir / "metrics/evaluate/kd_onnx_fp32.json")["roc_auc"]
+    int8 = read_json(workdir / "metrics/evaluate/kd_onnx_int8.json")["roc_auc"]
+    assert head["int8_roc_auc_drop"] == pytest.approx(fp32 - int8, abs=1e-6)
+    assert head["student_fp32_mb"] == 6.08 and head["student_int8_mb"] == 1.85
+
+
+def test_dvc_yaml_declares_only_the_headline_as_metrics() -> None:
+    """Per-run summaries stay git-tracked outputs, but only the headline floods no table."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    assert dvc["metrics"] == ["metrics/headline.json"]
+    staged = [n for n, s in dvc["stages"].items() if "metrics" in s.get("do", s)]
+    assert staged == []

@@ -23,40 +23,29 @@ Every metric comes from :mod:`melanoma_kd.metrics`; nothing is re-implemented he
 
 from __future__ import annotations
 
-import itertools
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from melanoma_kd import metrics as M
+from melanoma_kd.catalog import (
+    NO_TRANSFER,
+    ONNX_FP32,
+    ONNX_INT8,
+    SCRATCH,
+    ModelSpec,
+    replicate_name,
+)
 from melanoma_kd.config import EvaluateParams
 from melanoma_kd.errors import UserError
 from melanoma_kd.io import atomic_path, write_json
 
 DECIMALS = 6
-Group = Literal["teacher", "scratch", "kd", "onnx", "replicate", "ablation"]
-Kind = Literal["torch", "onnx"]
-
-# Key models: their curves are overlaid in one plot per kind; files are named by role so the
-# top-level plot definitions in dvc.yaml stay valid whatever the archs and grid are.
-ROLES: tuple[str, ...] = ("best_teacher", "scratch_student", "kd_student", "kd_student_int8")
-ROLE_LABELS: dict[str, str] = {
-    "best_teacher": "best teacher",
-    "scratch_student": "scratch student",
-    "kd_student": "KD student",
-    "kd_student_int8": "KD student INT8",
-}
-SCRATCH = "student_scratch"
-ONNX_FP32 = "kd_onnx_fp32"
-ONNX_INT8 = "kd_onnx_int8"
-REPLICATE_BASES: tuple[str, ...] = ("scratch", "kd")  # what a seed replicate retrains
-NO_TRANSFER = "kd_selected_no_transfer"  # the selected KD point retrained without transfer set
 HARD_CASE_KINDS: tuple[str, ...] = (
     "teacher_right_student_wrong",
     "student_right_teacher_wrong",
@@ -66,145 +55,6 @@ LABEL_NAMES = {0: "benign", 1: "melanoma"}
 
 
 # --------------------------------------------------------------------------- model list
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One model to evaluate: its report name, family, file and (for trained ones) run folder."""
-
-    name: str
-    group: Group
-    kind: Kind
-    path: Path
-    run_dir: Path | None = None  # metrics/<group>/<name>: summary.json and dvclive curves
-    point: tuple[str, str, str] | None = None  # KD grid point (T, alpha, method) as DVC names it
-    seed: int | None = None  # seed replicates: the init/shuffle seed
-    base: str | None = None  # seed replicates: "scratch" or "kd" (the selected point)
-
-
-def dvc_str(value: object) -> str:
-    """A param value as DVC writes it into a foreach/matrix key (``1``, ``0.5``, ``true``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def kd_points(distill: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """Grid points ``(T, alpha, method)`` in DVC matrix order, named from the raw YAML values."""
-    try:
-        axes = [distill[k] for k in ("temperature", "alpha", "method")]
-    except KeyError as exc:
-        raise UserError(f"params: distill.{exc.args[0]} is missing") from None
-    for key, axis in zip(("temperature", "alpha", "method"), axes, strict=True):
-        if not isinstance(axis, list) or not axis:
-            raise UserError(f"params: distill.{key} must be a non-empty list, got {axis!r}")
-    return [tuple(dvc_str(v) for v in p) for p in itertools.product(*axes)]  # type: ignore[misc]
-
-
-def point_key(point: Sequence[str]) -> str:
-    """``T-alpha-method``: the ``${key}`` DVC gives a distill grid point."""
-    return "-".join(point)
-
-
-def replicate_name(base: str, seed: int) -> str:
-    """Report name of a seed replicate: ``student_scratch_seed1``, ``kd_selected_seed1``."""
-    return f"{SCRATCH if base == 'scratch' else 'kd_selected'}_seed{seed}"
-
-
-def replicate_seeds(raw_params: Mapping[str, Any]) -> list[int]:
-    """``replicates.seeds`` from the raw YAML (none when the section is absent)."""
-    seeds = (raw_params.get("replicates") or {}).get("seeds", [])
-    if not isinstance(seeds, list) or not all(
-        isinstance(x, int) and not isinstance(x, bool) for x in seeds
-    ):
-        raise UserError(f"params: replicates.seeds must be a list of integers, got {seeds!r}")
-    return seeds
-
-
-def read_raw_params(path: str | Path) -> dict[str, Any]:
-    """``params.yaml`` as plain YAML (validate it with ``load_params`` first)."""
-    return yaml.safe_load(Path(path).read_text()) or {}
-
-
-def model_specs(
-    raw_params: Mapping[str, Any],
-    models_dir: str | Path = "models",
-    metrics_root: str | Path = "metrics",
-) -> list[ModelSpec]:
-    """Every model in report order: teachers, scratch, KD grid, ONNX fp32/INT8, the selected KD
-    point without transfer set, seed replicates."""
-    models, runs = Path(models_dir), Path(metrics_root)
-    archs = raw_params.get("teachers", {}).get("archs")
-    if not isinstance(archs, list) or not archs:
-        raise UserError("params: teachers.archs must be a non-empty list")
-    specs = [
-        ModelSpec(
-            f"teacher_{a}",
-            "teacher",
-            "torch",
-            models / "teachers" / f"{a}.pt",
-            runs / "teachers" / str(a),
-        )
-        for a in archs
-    ]
-    specs.append(
-        ModelSpec(
-            SCRATCH,
-            "scratch",
-            "torch",
-            models / "student" / "scratch.pt",
-            runs / "student" / "scratch",
-        )
-    )
-    for point in kd_points(raw_params.get("distill", {})):
-        key = point_key(point)
-        specs.append(
-            ModelSpec(
-                f"kd_{key}",
-                "kd",
-                "torch",
-                models / "distill" / f"{key}.pt",
-                runs / "distill" / key,
-                point,
-            )
-        )
-    specs.append(ModelSpec(ONNX_FP32, "onnx", "onnx", models / "onnx" / "student_kd.onnx"))
-    specs.append(ModelSpec(ONNX_INT8, "onnx", "onnx", models / "onnx" / "student_kd_int8.onnx"))
-    specs.append(
-        ModelSpec(
-            NO_TRANSFER,
-            "ablation",
-            "torch",
-            models / "ablation" / "no_transfer.pt",
-            runs / "ablation" / "no_transfer",
-        )
-    )
-    for seed in replicate_seeds(raw_params):
-        specs += [
-            ModelSpec(
-                replicate_name(base, seed),
-                "replicate",
-                "torch",
-                models / "replicates" / str(seed) / f"{base}.pt",
-                runs / "replicates" / str(seed) / base,
-                seed=seed,
-                base=base,
-            )
-            for base in REPLICATE_BASES
-        ]
-    return specs
-
-
-def selected_point(path: str | Path, specs: Sequence[ModelSpec]) -> str:
-    """Name of the KD model chosen on validation (export stage's ``selected_student.json``)."""
-    from melanoma_kd.replicates import read_selected
-
-    point = read_selected(path).key
-    name = f"kd_{point}"
-    known = [s.name for s in specs if s.group == "kd"]
-    if name not in known:
-        raise UserError(f"{path}: point {point!r} is not in the distill grid {known}")
-    return name
 
 
 # --------------------------------------------------------------------------- predictions

@@ -35,11 +35,10 @@ from matplotlib.patches import Rectangle
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from melanoma_kd import metrics as M
+from melanoma_kd.catalog import ROLE_LABELS, ROLES
 from melanoma_kd.evaluate import (
     HARD_CASE_KINDS,
     LABEL_NAMES,
-    ROLE_LABELS,
-    ROLES,
     Evaluation,
     csv_text,
     training_curves,

@@ -19,69 +19,22 @@ not rerun them.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from melanoma_kd.catalog import KDPoint
 from melanoma_kd.config import Params
 from melanoma_kd.distill import METHODS, Objective, Supervised
 from melanoma_kd.errors import UserError
-from melanoma_kd.io import read_json
 from melanoma_kd.runs import RunPaths, params_hash, run_training, transfer_meta
 
 Kind = Literal["scratch", "kd"]
 KINDS: tuple[Kind, ...] = ("scratch", "kd")
 # The param sections a student run's checkpoint hash covers (train_student and distill stages).
 RUN_SECTIONS: tuple[str, ...] = ("train", "augment", "models", "student")
-
-
-@dataclass(frozen=True)
-class KDPoint:
-    """One KD grid point: ``key`` is DVC's ``${key}`` (``T-alpha-method``)."""
-
-    key: str
-    temperature: float
-    alpha: float
-    method: str
-
-    def as_meta(self) -> dict[str, Any]:
-        """The point as the distill stage records it (and hashes it)."""
-        return {"temperature": self.temperature, "alpha": self.alpha, "method": self.method}
-
-
-def parse_point(key: str) -> KDPoint:
-    """``"4-0.5-response"`` → :class:`KDPoint`; numbers may contain ``-`` (``1e-05``)."""
-    head, _, method = key.rpartition("-")
-    if method not in METHODS:
-        raise UserError(f"KD point {key!r}: unknown method {method!r} (known: {sorted(METHODS)})")
-    splits = []
-    for i, ch in enumerate(head):
-        if ch != "-":
-            continue
-        try:
-            splits.append((float(head[:i]), float(head[i + 1 :])))
-        except ValueError:
-            continue
-    ok = [(t, a) for t, a in splits if t > 0 and 0 <= a <= 1 and math.isfinite(t)]
-    if len(ok) != 1:
-        raise UserError(f"KD point {key!r}: expected <temperature>-<alpha>-<method>")
-    return KDPoint(key, ok[0][0], ok[0][1], method)
-
-
-def read_selected(path: str | Path) -> KDPoint:
-    """The KD point chosen on validation, from the export stage's ``selected_student.json``."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: not found (written by the export_student stage)")
-    data = read_json(path)
-    point = data.get("point") if isinstance(data, dict) else None
-    if not isinstance(point, str):
-        raise UserError(f"{path}: field 'point' (e.g. \"4-0.5-response\") is missing")
-    return parse_point(point)
 
 
 def replicate_hash(

@@ -19,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
+from melanoma_kd.catalog import ONNX_FP32, ONNX_INT8, SCRATCH, ModelSpec
 from melanoma_kd.config import EvaluateParams
 from melanoma_kd.errors import UserError
-from melanoma_kd.evaluate import ONNX_FP32, ONNX_INT8, SCRATCH, ModelSpec
 from melanoma_kd.io import atomic_path, read_json
 
 DASH = "—"
@@ -69,9 +69,10 @@ class ReportInputs:
 # --------------------------------------------------------------------------- reading
 
 
-def _read_required(path: Path, what: str) -> Any:
+def read_required(path: Path, what: str, stage: str = "evaluate") -> Any:
+    """A JSON input the report cannot do without; a clear error naming the stage that writes it."""
     if not path.is_file():
-        raise UserError(f"{path}: not found ({what}; run the evaluate stage)")
+        raise UserError(f"{path}: not found ({what}; run the {stage} stage)")
     return read_json(path)
 
 
@@ -102,7 +103,7 @@ def load_inputs(
     """Read the evaluate stage's outputs (required; the student-vs-teacher comparison and the
     seed-replicate summary when their paths are given) and baselines/benchmark (optional)."""
     metrics = {
-        s.name: _read_required(Path(metrics_dir) / f"{s.name}.json", f"metrics of {s.name}")
+        s.name: read_required(Path(metrics_dir) / f"{s.name}.json", f"metrics of {s.name}")
         for s in specs
     }
     ablation_path = Path(ablation)
@@ -114,8 +115,8 @@ def load_inputs(
     return ReportInputs(
         specs=list(specs),
         metrics=metrics,
-        error_analysis=_read_required(Path(error_analysis), "error analysis"),
-        kd_gain=_read_required(Path(kd_gain), "KD gain"),
+        error_analysis=read_required(Path(error_analysis), "error analysis"),
+        kd_gain=read_required(Path(kd_gain), "KD gain"),
         ablation=pd.read_csv(ablation_path, dtype={"temperature": str, "alpha": str}),
         cfg=cfg,
         baselines=_read_optional(Path(baselines)),
@@ -126,11 +127,11 @@ def load_inputs(
         student_vs_teacher=(
             None
             if student_vs_teacher is None
-            else _read_required(Path(student_vs_teacher), "student vs teacher comparison")
+            else read_required(Path(student_vs_teacher), "student vs teacher comparison")
         ),
-        seeds=None if seeds is None else _read_required(Path(seeds), "seed-replicate summary"),
+        seeds=None if seeds is None else read_required(Path(seeds), "seed-replicate summary"),
         transfer=(
-            None if transfer is None else _read_required(Path(transfer), "transfer-set ablation")
+            None if transfer is None else read_required(Path(transfer), "transfer-set ablation")
         ),
     )
 
@@ -609,6 +610,51 @@ def render(inputs: ReportInputs, report_path: str | Path = "reports/summary.md")
         *_plots_section(inputs, report_dir),
     ]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+HEADLINE_MAX_KEYS = 25  # what `dvc exp show` / `dvc metrics diff` show: keep it readable
+
+
+def headline(
+    inputs: ReportInputs, export: Mapping[str, Any], quantize: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The pipeline's declared metrics: a few flat keys a reader compares across experiments.
+
+    The selected KD student and the best teacher (both chosen on validation, by the evaluate
+    stage) with holdout ROC-AUC / pAUC and their patient-bootstrap CIs, the scratch student,
+    the paired KD gain (CI, p) and its mean over seeds, the INT8 drop, calibration and sizes.
+    Everything else stays reachable by path (``metrics/evaluate/<model>.json``) or as plots.
+    """
+    e = inputs.error_analysis
+    kd, teacher = inputs.metrics[str(e["student"])], inputs.metrics[str(e["teacher"])]
+    scratch, g = inputs.metrics[SCRATCH], inputs.kd_gain
+    seeds = inputs.seeds or {}
+    out: dict[str, Any] = {
+        "kd_model": str(e["student"]),
+        "teacher_model": str(e["teacher"]),
+        **{f"kd_{k}": kd[k] for k in ("roc_auc", "roc_auc_ci_lo", "roc_auc_ci_hi", "pauc", "ece")},
+        "scratch_roc_auc": scratch["roc_auc"],
+        "scratch_pauc": scratch["pauc"],
+        "teacher_roc_auc": teacher["roc_auc"],
+        "teacher_pauc": teacher["pauc"],
+        "kd_gain_roc_auc": g["roc_auc_delta"],
+        "kd_gain_roc_auc_ci_lo": g["roc_auc_delta_ci_lo"],
+        "kd_gain_roc_auc_ci_hi": g["roc_auc_delta_ci_hi"],
+        "kd_gain_roc_auc_p": g["roc_auc_p"],
+        "kd_gain_pauc": g["pauc_delta"],
+        "kd_gain_pauc_p": g["pauc_p"],
+        "kd_gain_seed_mean": seeds.get("gain_roc_auc_mean"),
+        "kd_gain_seed_sd": seeds.get("gain_roc_auc_sd"),
+        "int8_roc_auc_drop": round(
+            inputs.metrics[ONNX_FP32]["roc_auc"] - inputs.metrics[ONNX_INT8]["roc_auc"], 6
+        ),
+        "student_fp32_mb": export.get("native_size_mb"),
+        "student_int8_mb": quantize.get("int8_size_mb"),
+    }
+    out = {k: v for k, v in out.items() if v is not None}
+    if len(out) > HEADLINE_MAX_KEYS:  # a guard for whoever adds the next key
+        raise AssertionError(f"headline has {len(out)} keys (max {HEADLINE_MAX_KEYS})")
+    return out
 
 
 def write_report(path: str | Path, text: str) -> None:
