@@ -3,6 +3,9 @@
 With ``--select-from`` the checkpoint is the best KD point on validation pAUC (written to
 ``--selected``); otherwise ``--checkpoint`` names it. The validation-chosen threshold and the
 training preprocessing go into the ONNX metadata, so ``melanoma-kd predict`` needs only the file.
+``--deploy-out`` adds a latency-only copy at ``benchmark.deploy_size``, or at the trained size for
+a model with a fixed input size that rejects it; ``deploy_image_size`` in ``--metrics`` and
+``image_size`` in that file's metadata record the size used.
 """
 
 from __future__ import annotations
@@ -12,7 +15,12 @@ from pathlib import Path
 
 from melanoma_kd.config import load_params
 from melanoma_kd.data.hair import output_params
-from melanoma_kd.deploy import export_checkpoint, rank_students, validation_thresholds
+from melanoma_kd.deploy import (
+    export_checkpoint,
+    rank_students,
+    read_metadata,
+    validation_thresholds,
+)
 from melanoma_kd.errors import UserError, cli_entry
 from melanoma_kd.io import write_json
 
@@ -29,7 +37,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--selected", help="with --select-from: JSON recording the chosen point")
     ap.add_argument("--val-cache", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--deploy-out", help="also export at benchmark.deploy_size (latency only)")
+    ap.add_argument(
+        "--deploy-out",
+        help="also export at benchmark.deploy_size (latency only); a model with a fixed input "
+        "size that rejects it is exported at its trained size (the file name is kept)",
+    )
     ap.add_argument("--metrics", required=True)
     args = ap.parse_args(argv)
 
@@ -38,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.select_from:
         if not (args.checkpoint_dir and args.selected):
             raise UserError("export: --select-from needs --checkpoint-dir and --selected")
-        from melanoma_kd.evaluate import kd_points, point_key, read_raw_params  # grid names
+        from melanoma_kd.catalog import kd_points, point_key, read_raw_params  # grid names
 
         grid = [point_key(pt) for pt in kd_points(read_raw_params(args.params).get("distill", {}))]
         ranking = rank_students(args.select_from, grid)
@@ -89,6 +101,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{selection['val_pauc']:.4f}, ROC-AUC {selection['val_roc_auc']:.4f}, "
             f"{selection['candidates']} candidates)"
         )
+    if "deploy" in report and report["deploy"]["image_size"] != params.benchmark.deploy_size:
+        note = read_metadata(args.deploy_out).get("input_size_note", "fixed input size")
+        print(f"export: {args.name}: {note} -> {args.deploy_out}")
     print(
         f"export: {args.name} -> {args.out} (max |Δp| {report['native']['max_abs_prob_diff']:.2e}"
         f", threshold {thresholds['threshold']:.4f})"

@@ -215,6 +215,123 @@ def test_export_deploy_size_copy(workspace: dict, tmp_path: Path) -> None:
     assert meta["image_size"] == 64 and meta["latency_only"] is True
     assert meta["trained_image_size"] == SIZE
     assert "threshold" not in meta and "preprocess" not in meta  # not for predictions
+    # a model that takes the deploy size is exported exactly as asked, with no size note
+    assert "requested_image_size" not in meta and "input_size_note" not in meta
+    assert report["deploy"]["image_size"] == 64
+    assert _input_hw(deploy_out) == [64, 64]
+
+
+def _input_hw(path: Path) -> list[int]:
+    """Height and width of the ONNX graph's image input."""
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value for d in dims[2:]]
+
+
+# Tiny timm models (random init, no download): test_vit3 has a strict 160 px patch embedding,
+# as vit_*_patch16_224 and swinv2_*_window8_256 do at their sizes; test_mambaout (a token
+# mixer without position tables) shares timm's 160 px default config but takes any size;
+# test_vit resamples its position embedding to any size, an op the exporter cannot write.
+FIXED_ARCH, FIXED_SIZE = "test_vit3", 160
+ANY_SIZE_ARCH = "test_mambaout"
+DYNAMIC_ARCH = "test_vit"
+
+
+def _random_checkpoint(path: Path, arch: str, size: int) -> Path:
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False, num_classes=NUM_CLASSES).eval()
+    save_checkpoint(path, model, {"arch": arch, "image_size": size, "val_pauc": 0.05})
+    return path
+
+
+def test_input_size_problem_asks_the_model() -> None:
+    cnn = timm.create_model(TINY_ARCH, pretrained=False, num_classes=NUM_CLASSES)
+    assert deploy.input_size_problem(cnn, 224) is None
+    assert deploy.input_size_problem(cnn, 48) is None
+    fixed = timm.create_model(FIXED_ARCH, pretrained=False, num_classes=NUM_CLASSES)
+    assert deploy.input_size_problem(fixed, FIXED_SIZE) is None
+    problem = deploy.input_size_problem(fixed, 224)
+    assert problem is not None and "224" in problem and "\n" not in problem
+    # no patch embedding to inspect: the window partition itself rejects the size
+    windows = timm.create_model("test_maxvit", pretrained=False, num_classes=NUM_CLASSES)
+    assert deploy.input_size_problem(windows, 224) is not None
+    assert deploy.input_size_problem(windows, 160) is None
+
+
+@pytest.mark.parametrize(
+    ("arch", "deploy_size", "expected"),
+    [(FIXED_ARCH, 64, FIXED_SIZE), (ANY_SIZE_ARCH, 64, 64)],
+    ids=["fixed-size-falls-back", "any-size-takes-deploy-size"],
+)
+def test_export_deploy_copy_at_a_size_the_model_accepts(
+    workspace: dict, tmp_path: Path, arch: str, deploy_size: int, expected: int
+) -> None:
+    ckpt = _random_checkpoint(tmp_path / f"{arch}.pt", arch, FIXED_SIZE)
+    out, deploy_out = tmp_path / "t.onnx", tmp_path / f"t_{deploy_size}.onnx"
+    report = deploy.export_checkpoint(
+        ckpt,
+        out,
+        workspace["val"],
+        name=f"teacher_{arch}",
+        opset=17,
+        atol=1e-4,
+        deploy_out=deploy_out,
+        deploy_size=deploy_size,
+    )
+    assert report["native"]["image_size"] == FIXED_SIZE
+    assert report["deploy"]["image_size"] == expected
+    assert report["deploy"]["max_abs_prob_diff"] <= 1e-4
+    assert _input_hw(deploy_out) == [expected, expected]
+    meta = deploy.read_metadata(deploy_out)
+    assert meta["image_size"] == expected and meta["trained_image_size"] == FIXED_SIZE
+    if expected == deploy_size:
+        assert "requested_image_size" not in meta and "input_size_note" not in meta
+    else:
+        assert meta["requested_image_size"] == deploy_size
+        note = meta["input_size_note"]
+        assert arch in note and f"{deploy_size} px" in note and "\n" not in note
+    clf = deploy.OnnxClassifier(deploy_out, threads=1)  # ORT runs it at that size
+    assert clf.logits(np.zeros((2, 3, expected, expected), np.float32)).shape == (2, 2)
+
+
+def test_export_failure_is_one_line_without_the_ir_dump(
+    workspace: dict, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = _random_checkpoint(tmp_path / "dyn.pt", DYNAMIC_ARCH, FIXED_SIZE)
+    model = timm.create_model(DYNAMIC_ARCH, pretrained=False, num_classes=NUM_CLASSES)
+    assert deploy.input_size_problem(model, 64) is None  # PyTorch takes 64 px...
+    out, deploy_out = tmp_path / "dyn.onnx", tmp_path / "dyn_64.onnx"
+    capfd.readouterr()
+    with pytest.raises(UserError) as info:  # ...the exporter cannot write its resampling
+        deploy.export_checkpoint(
+            ckpt,
+            out,
+            workspace["val"],
+            name="teacher_dyn",
+            opset=17,
+            atol=1e-4,
+            deploy_out=deploy_out,
+            deploy_size=64,
+        )
+    msg = str(info.value)
+    assert "teacher_dyn" in msg and DYNAMIC_ARCH in msg and "64 px" in msg and "\n" not in msg
+    printed = capfd.readouterr()
+    assert "graph" not in printed.out and len(printed.out) < 200, printed.out[:200]
+    print("still printing")  # file descriptor 1 is back
+    assert capfd.readouterr().out == "still printing\n"
+    assert out.is_file() and not deploy_out.exists()
+
+
+def test_export_model_that_rejects_its_trained_size_is_one_line(
+    workspace: dict, tmp_path: Path
+) -> None:
+    ckpt = _random_checkpoint(tmp_path / "bad.pt", FIXED_ARCH, 64)  # trained size it rejects
+    with pytest.raises(UserError) as info:
+        deploy.export_checkpoint(
+            ckpt, tmp_path / "bad.onnx", workspace["val"], name="teacher_x", opset=17, atol=1e-4
+        )
+    msg = str(info.value)
+    assert "teacher_x" in msg and FIXED_ARCH in msg and "64 px" in msg and "\n" not in msg
+    assert not (tmp_path / "bad.onnx").exists()
 
 
 def test_export_parity_failure_raises_and_leaves_no_file(
@@ -360,6 +477,60 @@ def test_benchmark_schema_report_and_plot(
     plot = tmp_path / "latency_pareto.png"
     deploy.plot_latency_pareto(bench, plot)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_benchmark_times_a_fixed_size_model_at_the_size_it_accepts(
+    workspace: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deploy, "all_cores", lambda: 1)
+    d = tmp_path / "onnx"
+    d.mkdir()
+    for name in ("student_kd", "student_scratch"):
+        shutil.copy(workspace["onnx"], d / f"{name}.onnx")
+    ckpt = _random_checkpoint(tmp_path / "fixed.pt", FIXED_ARCH, FIXED_SIZE)
+    deploy.export_checkpoint(
+        ckpt,
+        d / "teacher_fixed.onnx",
+        workspace["val"],
+        name="teacher_fixed",
+        opset=17,
+        atol=1e-4,
+        deploy_out=d / "teacher_fixed_224.onnx",  # the name keeps the requested size
+        deploy_size=224,
+    )
+    bench = deploy.benchmark(d, ["fixed"], warmup=0, runs=2, deploy_size=224)
+    json.dumps(bench)
+    copy = bench["models"]["teacher_fixed_224"]
+    assert copy["image_size"] == FIXED_SIZE and copy["requested_image_size"] == 224
+    assert copy["latency_only"] and {"torch_fp32", "ort_fp32"} <= set(copy)
+    assert "requested_image_size" not in bench["models"]["teacher_fixed"]
+    assert deploy.timed_models(bench)["models"]["teacher_fixed_224"]["image_size"] == FIXED_SIZE
+    table = deploy.deployment_table(bench)
+    assert "| model | runtime | input px |" in table
+    assert f"| teacher_fixed_224 | ORT fp32 | {FIXED_SIZE} * |" in table
+    assert f"| teacher_fixed | ORT fp32 | {FIXED_SIZE} |" in table
+    assert f"| student_kd | ORT fp32 | {SIZE} |" in table
+    note = next(line for line in table.splitlines() if line.startswith("- \\* teacher_fixed_224"))
+    assert f"{FIXED_ARCH} does not accept 224 px input" in note
+
+
+def test_latency_ratios_name_differing_input_sizes() -> None:
+    def entry(size: int, p50: float, **extra: object) -> dict:
+        row = {"size_mb": 1.0, "threads_1": {"p50_ms": p50}, "threads_all": {"p50_ms": p50}}
+        return {"image_size": size, "ort_fp32": row, **extra}
+
+    models = {
+        "teacher_a": entry(256, 8.0, val_pauc=0.1),
+        "teacher_a_224": entry(256, 8.0, requested_image_size=224),
+        "student_kd": entry(64, 1.0),
+        "student_kd_224": entry(224, 2.0),
+    }
+    ratios = deploy.latency_ratios(models, ["a"], 224)
+    assert ratios["teacher_best_over_student_ort_fp32_p50_t1_224"] == 4.0
+    assert ratios["input_px_224"] == "teacher 256, student 224"
+    assert ratios["input_px"] == "teacher 256, student 64"
+    models["teacher_a_224"]["image_size"] = 224
+    assert "input_px_224" not in deploy.latency_ratios(models, ["a"], 224)
 
 
 def test_benchmark_missing_model_is_user_error(tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ Every exported file describes itself: ``metadata_props`` carry the arch, input s
 normalisation, the cache size and hair-removal params of the training preprocessing, the
 validation numbers and the validation-chosen decision threshold, so ``predict`` and the benchmark
 need only the ``.onnx`` file. ONNX graphs have input ``image`` (float N×3×S×S, normalised) and
-output ``logits`` (N×2), with a dynamic batch axis.
+output ``logits`` (N×2), with a dynamic batch axis. The latency-only copy at
+``benchmark.deploy_size`` is made at the trained size instead when the model rejects that size
+(fixed-size transformers); its ``image_size`` metadata always names the size it takes.
 
 Export uses the TorchScript-based exporter (``dynamo=False``): with torch 2.14 the dynamo exporter
 cannot emit opset 17 for these timm CNNs (it falls back to 18), needs ~15 s per model and writes
@@ -22,6 +24,7 @@ import platform
 import re
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -268,6 +271,25 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@contextlib.contextmanager
+def _c_stdout_silenced() -> Iterator[None]:
+    """Send file descriptor 1 to ``/dev/null`` for the block.
+
+    The TorchScript exporter prints the whole IR graph (tens of kB) to the C-level stdout when
+    it fails; the caller reports one line instead. A successful export prints nothing there.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 @torch.inference_mode()
 def export_onnx(
     model: nn.Module,
@@ -304,19 +326,27 @@ def export_onnx(
     }
     out = Path(out)
     with atomic_path(out) as tmp:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notes
-            torch.onnx.export(
-                model,
-                (x[:1],),
-                str(tmp),
-                dynamo=False,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                do_constant_folding=True,
-            )
+        try:
+            with warnings.catch_warnings(), _c_stdout_silenced():
+                warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notes
+                torch.onnx.export(
+                    model,
+                    (x[:1],),
+                    str(tmp),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    do_constant_folding=True,
+                )
+        except Exception as exc:  # the exporter raises many kinds (unsupported op, tracing)
+            who = f"{props['name']} ({meta['arch']})" if "name" in props else str(meta["arch"])
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise UserError(
+                f"{out}: {who}: ONNX export at {size} px, opset {opset} failed "
+                f"({type(exc).__name__}: {first})"
+            ) from None
         proto = onnx.load(str(tmp))
         set_metadata(proto, props)
         onnx.checker.check_model(proto)
@@ -353,11 +383,22 @@ def export_checkpoint(
     """Export a checkpoint (and optionally a latency-only copy at ``deploy_size``).
 
     The parity check runs on the first batch of ``val_cache``. Metadata gets the name, source
-    checkpoint, validation pAUC/ROC-AUC from the checkpoint, and ``metadata``.
+    checkpoint, validation pAUC/ROC-AUC from the checkpoint, and ``metadata``. A model with a
+    fixed input size that rejects ``deploy_size`` (SwinV2 ``window8_256``, ViT ``patch16_224``)
+    gets its latency copy at its trained size instead (see :func:`deploy_input_size`); that
+    copy's metadata then carries ``requested_image_size`` and ``input_size_note``, and its
+    ``image_size`` is the size used. A model that rejects even its trained size is a
+    :class:`UserError` naming it.
     """
     from melanoma_kd.models.build import load_checkpoint
 
     model, meta = load_checkpoint(checkpoint)
+    arch, trained = str(meta["arch"]), int(meta["image_size"])
+    problem = input_size_problem(model, trained)
+    if problem is not None:
+        raise UserError(
+            f"{name} ({arch}): the model rejects its trained input size {trained} px ({problem})"
+        )
     images = first_batch(val_cache)
     base = {
         "name": name,
@@ -374,7 +415,10 @@ def export_checkpoint(
         latency_meta = {
             k: v for k, v in base.items() if not k.startswith("threshold") and k != "preprocess"
         }
-        latency_meta |= {"latency_only": True, "trained_image_size": int(meta["image_size"])}
+        latency_meta |= {"latency_only": True, "trained_image_size": trained}
+        size, note = deploy_input_size(model, arch, trained, deploy_size)
+        if note is not None:
+            latency_meta |= {"requested_image_size": deploy_size, "input_size_note": note}
         report["deploy"] = export_onnx(
             model,
             meta,
@@ -382,10 +426,45 @@ def export_checkpoint(
             images,
             opset=opset,
             atol=atol,
-            image_size=deploy_size,
+            image_size=size,
             metadata=latency_meta,
         )
     return report
+
+
+@torch.inference_mode()
+def input_size_problem(model: nn.Module, size: int) -> str | None:
+    """Why ``model`` cannot take a ``size``×``size`` input, or ``None`` when it can.
+
+    The model itself is asked: one batch-1 forward pass on zeros in eval mode. Models with a
+    fixed input size (timm's ViT and Swin patch embeddings, MaxViT windows, CoAtNet relative
+    position tables) reject other sizes with an exception, whose first line is returned.
+    """
+    try:
+        model.eval()(torch.zeros(1, 3, size, size))
+    except Exception as exc:  # timm raises AssertionError or RuntimeError, depending on the model
+        text = str(exc).strip()
+        return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
+    return None
+
+
+def deploy_input_size(
+    model: nn.Module, arch: str, trained_size: int, deploy_size: int
+) -> tuple[int, str | None]:
+    """The input size of the latency copy and, when it is not ``deploy_size``, why.
+
+    ``deploy_size`` when the model accepts it; otherwise the size it was trained at (which the
+    checkpoint's own export already used), with a one-line note naming the arch and the reason.
+    """
+    if deploy_size == trained_size:
+        return deploy_size, None
+    problem = input_size_problem(model, deploy_size)
+    if problem is None:
+        return deploy_size, None
+    return trained_size, (
+        f"{arch} does not accept {deploy_size} px input ({problem}); "
+        f"exported and timed at its trained size {trained_size} px"
+    )
 
 
 def file_mb(path: str | Path) -> float:
@@ -807,6 +886,9 @@ def benchmark(
         }
         if "val_pauc" in meta:
             entry["val_pauc"] = float(meta["val_pauc"])
+        if "requested_image_size" in meta:  # a fixed-size model: timed at the size it accepts
+            entry["requested_image_size"] = int(meta["requested_image_size"])
+            entry["input_size_note"] = str(meta.get("input_size_note", ""))
         ckpt = Path(str(meta.get("source_checkpoint", "")))
         runners: dict[str, tuple[Path, Callable[[int], dict[str, float]]]] = {}
         if ckpt.is_file():
@@ -875,6 +957,8 @@ def latency_ratios(models: dict[str, Any], teachers: list[str], deploy_size: int
         t, s = models.get(f"teacher_{best}{suffix}"), models.get(f"student_kd{suffix}")
         if not (t and s):
             continue
+        if t["image_size"] != s["image_size"]:  # trained sizes differ, or a fixed-size model
+            out[f"input_px{suffix}"] = f"teacher {t['image_size']}, student {s['image_size']}"
         for runtime in ("ort_fp32", "torch_fp32"):
             tp, sp = _p50(t, runtime), _p50(s, runtime)
             if tp and sp:
@@ -922,11 +1006,16 @@ def deployment_table(bench: dict[str, Any], quantize_metrics: dict[str, Any] | N
         f'"all" = {st["threads_all"]} threads. Validation pAUC (TPR ≥ 0.8, max 0.2) — holdout '
         "numbers are in the evaluation report.",
         "",
-        "| model | runtime | px | params (M) | file (MB) | p50 1 thr | p90 1 thr | mean 1 thr "
-        "| p50 all | p90 all | val pAUC |",
+        "| model | runtime | input px | params (M) | file (MB) | p50 1 thr | p90 1 thr "
+        "| mean 1 thr | p50 all | p90 all | val pAUC |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    notes = []
     for name, entry in bench["models"].items():
+        px = str(entry["image_size"])
+        if "requested_image_size" in entry:
+            px += " *"
+            notes.append(f"- \\* {name}: {entry.get('input_size_note') or 'fixed input size'}.")
         for runtime, label in RUNTIME_LABELS.items():
             row = entry.get(runtime)
             if not row:
@@ -935,10 +1024,18 @@ def deployment_table(bench: dict[str, Any], quantize_metrics: dict[str, Any] | N
             pauc = _row_pauc(entry, runtime)
             pauc_s = "—" if pauc is None or entry["latency_only"] else f"{pauc:.4f}"
             lines.append(
-                f"| {name} | {label} | {entry['image_size']} | {entry['params'] / 1e6:.2f} "
+                f"| {name} | {label} | {px} | {entry['params'] / 1e6:.2f} "
                 f"| {row['size_mb']:.2f} | {t1['p50_ms']:.3f} | {t1['p90_ms']:.3f} "
                 f"| {t1['mean_ms']:.3f} | {ta['p50_ms']:.3f} | {ta['p90_ms']:.3f} | {pauc_s} |"
             )
+    if notes:
+        lines += [
+            "",
+            f"Input px is the size each row was timed at. \\* A model with a fixed input size "
+            f"that rejects benchmark.deploy_size ({st['deploy_size']} px) is timed at its trained "
+            "size; its `_<deploy_size>` file name still carries the requested size.",
+            *notes,
+        ]
     lines += ["", "## Ratios", ""]
     lines += [f"- {k}: {v}" for k, v in bench["ratios"].items()]
     if quantize_metrics:
