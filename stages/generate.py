@@ -1,4 +1,8 @@
-"""generate: write the synthetic dermoscopy data set (ISIC-2024 layout) and a sample grid."""
+"""generate: write the synthetic dermoscopy data set (ISIC-2024 layout) and a sample grid.
+
+With a ``data.source`` other than synthetic nothing is generated: the output folder holds only
+a marker file and the figure says so.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,13 @@ import json
 from pathlib import Path
 
 from melanoma_kd.config import load_params
-from melanoma_kd.data.synthetic import generate_dataset, plot_samples
+from melanoma_kd.data.synthetic import (
+    SOURCE,
+    generate_dataset,
+    plot_not_generated,
+    plot_samples,
+    write_not_generated,
+)
 from melanoma_kd.errors import cli_entry
 
 
@@ -20,8 +30,13 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
-    summary = generate_dataset(params.generate, Path(args.out))
-    plot_samples(Path(args.out), Path(args.plot), seed=params.generate.seed)
+    out, plot = Path(args.out), Path(args.plot)
+    if params.data.source != SOURCE:
+        summary = write_not_generated(out, params.data.source)
+        plot_not_generated(plot, params.data.source)
+    else:
+        summary = generate_dataset(params.generate, out)
+        plot_samples(out, plot, seed=params.generate.seed)
     print(f"generate: {json.dumps(summary)}")
 
 

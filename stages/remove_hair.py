@@ -1,7 +1,8 @@
 """remove_hair: black-hat + threshold + Telea inpainting over the manifest, in parallel.
 
 Writes the dehaired images (PNG bytes per id, HDF5), quality metrics against the synthetic hair
-truth when there is one, and a before/after figure.
+truth when ``data.source`` is synthetic (the truth file is never opened for other sources), and a
+before/after figure.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 from pathlib import Path
 
 from melanoma_kd.config import load_params
-from melanoma_kd.data.hair import dehair_manifest, plot_examples, read_manifest
+from melanoma_kd.data.hair import dehair_manifest, plot_examples, read_manifest, truth_for
 from melanoma_kd.errors import cli_entry
 from melanoma_kd.io import write_json
 
@@ -21,7 +22,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--manifest", required=True, help="data/manifest.csv from ingest")
-    ap.add_argument("--truth", default=None, help="synthetic hair truth (file or its folder)")
+    ap.add_argument(
+        "--truth",
+        default=None,
+        help="hair truth (file or folder), read if data.source is synthetic",
+    )
     ap.add_argument("--out", required=True, help="dehaired images (HDF5)")
     ap.add_argument("--metrics", required=True)
     ap.add_argument("--plot", required=True, help="before/after figure (PNG)")
@@ -29,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_params(args.params)
     manifest = read_manifest(Path(args.manifest))
-    truth = Path(args.truth) if args.truth else None
+    truth = truth_for(params.data.source, args.truth)
     metrics, examples = dehair_manifest(manifest, params.preprocess, Path(args.out), truth)
     write_json(args.metrics, metrics)
     plot_examples(examples, Path(args.plot))

@@ -219,9 +219,12 @@ def _stage():
     return module
 
 
-def _run(tmp: Path, manifest: Path, truth: Path | None, **preprocess: object) -> dict:
+def _run(
+    tmp: Path, manifest: Path, truth: Path | None, source: str = "synthetic", **preprocess: object
+) -> dict:
     params = tmp / "params.yaml"
-    params.write_text(yaml.safe_dump({"preprocess": {"workers": 2, "chunk_size": 8, **preprocess}}))
+    preprocess = {"workers": 2, "chunk_size": 8, **preprocess}
+    params.write_text(yaml.safe_dump({"data": {"source": source}, "preprocess": preprocess}))
     argv = ["--params", str(params), "--manifest", str(manifest), "--out", str(tmp / "d.h5")]
     argv += ["--metrics", str(tmp / "m.json"), "--plot", str(tmp / "p.png")]
     if truth is not None:
@@ -285,3 +288,35 @@ def test_stage_corrupt_image_names_it(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and bad in err
     assert not (tmp_path / "d.h5").exists()  # no half-written output
+
+
+@pytest.mark.parametrize("source", ["isic2024", "ham10000"])
+def test_stage_never_opens_truth_for_real_data(
+    generated: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    import melanoma_kd.data.synthetic as synthetic
+
+    raw, manifest_path = generated
+
+    class Unreadable:
+        def __init__(self, path: Path) -> None:
+            raise AssertionError(f"truth opened: {path}")
+
+    monkeypatch.setattr(synthetic, "Truth", Unreadable)
+    with pytest.raises(AssertionError, match="truth opened"):  # the trap works in-process
+        _run(tmp_path, manifest_path, raw, workers=1)
+    metrics = _run(tmp_path, manifest_path, raw, source=source, workers=1)
+    assert metrics["truth_available"] == 0 and metrics["images"] == 40
+
+
+def test_stage_synthetic_without_truth_file_is_one_line(
+    generated: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, manifest_path = generated
+    missing = tmp_path / "raw" / "truth.hdf5"
+    with pytest.raises(SystemExit) as exc:
+        _run(tmp_path, manifest_path, missing)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(missing) in err
+    assert not (tmp_path / "d.h5").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,7 @@ from melanoma_kd.config import GenerateParams
 from melanoma_kd.data.synthetic import (
     IMAGES_FILE,
     METADATA_FILE,
+    NOT_GENERATED_FILE,
     TRUTH_FILE,
     generate_dataset,
     open_truth,
@@ -202,3 +204,31 @@ def test_stage_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "generate.n_images" in err
+
+
+@pytest.mark.parametrize("source", ["isic2024", "ham10000"])
+def test_stage_generates_nothing_for_real_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    import melanoma_kd.data.synthetic as synthetic
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise AssertionError("synthetic work for real data")
+
+    for name in ("generate_dataset", "render_view", "render_lesion", "plot_samples"):
+        monkeypatch.setattr(synthetic, name, boom)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"source": source, "root": "data/raw/real"}}))
+    out, plot = tmp_path / "raw", tmp_path / "samples.png"
+    out.mkdir()
+    (out / IMAGES_FILE).write_bytes(b"stale")  # a previous synthetic run's output goes away
+    _stage().main(["--params", str(params), "--out", str(out), "--plot", str(plot)])
+    assert [p.name for p in out.iterdir()] == [NOT_GENERATED_FILE]
+    marker = json.loads((out / NOT_GENERATED_FILE).read_text())
+    assert marker["generated"] is False and marker["data_source"] == source
+    assert cv2.imread(str(plot)) is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "raw", "samples.png"]
+
+    params.write_text(yaml.safe_dump({"data": {"source": "synthetic"}}))
+    with pytest.raises(AssertionError, match="synthetic work"):  # the trap is live
+        _stage().main(["--params", str(params), "--out", str(out), "--plot", str(plot)])

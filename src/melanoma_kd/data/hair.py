@@ -14,7 +14,9 @@ Workers start from a forkserver, so a script that runs a pool needs the usual
 ``if __name__ == "__main__":`` guard.
 
 :class:`HairQuality` accumulates PSNR/SSIM and mask overlap against the synthetic data set's
-hair-free images and hair masks.
+hair-free images and hair masks. Only the synthetic source has that truth: :func:`truth_for`
+gives the file to score against, and ``None`` for any other ``data.source``, so real data never
+opens it.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from tqdm import tqdm
 
 from melanoma_kd.config import PreprocessParams
 from melanoma_kd.data.sources import open_images
-from melanoma_kd.data.synthetic import open_truth
+from melanoma_kd.data.synthetic import SOURCE as SYNTHETIC
+from melanoma_kd.data.synthetic import TRUTH_FILE, open_truth
 from melanoma_kd.errors import UserError
 from melanoma_kd.imaging import encode_png, mse, psnr, psnr_from_mse, ssim
 from melanoma_kd.io import atomic_path, sha256_json
@@ -313,6 +316,19 @@ class ChunkResult:
     detected: int = 0
     quality: HairQuality = field(default_factory=HairQuality)
     examples: list[Example] = field(default_factory=list)
+
+
+def truth_for(source: str, path: str | Path | None) -> Path | None:
+    """The hair-truth file to score against: ``path`` (the file or its folder) when the data
+    source is synthetic, ``None`` otherwise or when no path is given. A synthetic source whose
+    truth file is missing is a one-line :class:`UserError`."""
+    if source != SYNTHETIC or path is None:
+        return None
+    path = Path(path)
+    file = path / TRUTH_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise UserError(f"{file}: hair-truth file of the synthetic data set not found")
+    return file
 
 
 def _dehair_rows(

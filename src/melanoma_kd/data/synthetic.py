@@ -19,6 +19,9 @@ Output directory (the ``generate`` stage's out):
     truth.hdf5          ids (utf-8), clean (N×H×W×3 uint8, lossless), hair_mask (N×H×W uint8,
                         1 = hair), has_hair (N uint8), in metadata order
 The same params give byte-identical files (fixed order, no HDF5 timestamps).
+
+With another ``data.source`` the stage generates nothing: :func:`write_not_generated` leaves
+only ``NOT_GENERATED.json`` in the folder, and nothing reads synthetic truth.
 """
 
 from __future__ import annotations
@@ -39,11 +42,13 @@ from tqdm import tqdm
 from melanoma_kd.config import GenerateParams
 from melanoma_kd.errors import UserError
 from melanoma_kd.imaging import decode_image, encode_jpeg
-from melanoma_kd.io import atomic_path
+from melanoma_kd.io import atomic_path, write_json
 
+SOURCE = "synthetic"  # the data.source value of this data set
 IMAGES_FILE = "train-image.hdf5"
 METADATA_FILE = "train-metadata.csv"
 TRUTH_FILE = "truth.hdf5"
+NOT_GENERATED_FILE = "NOT_GENERATED.json"
 METADATA_COLUMNS = [
     "isic_id",
     "patient_id",
@@ -520,6 +525,15 @@ def generate_dataset(params: GenerateParams, out_dir: Path) -> dict:
     return _summary(params, meta, patients, lesions, has_hair)
 
 
+def write_not_generated(out_dir: Path, source: str) -> dict:
+    """Replace ``out_dir`` (atomically) with a folder holding only ``NOT_GENERATED.json``, for a
+    pipeline whose ``data.source`` is not synthetic; return that file's content."""
+    info = {"generated": False, "data_source": source, "images": 0}
+    with atomic_path(out_dir, directory=True) as tmp:
+        write_json(tmp / NOT_GENERATED_FILE, info)
+    return info
+
+
 def _metadata_row(isic_id: str, patient: Patient, lesion: Lesion) -> dict:
     return {
         "isic_id": isic_id,
@@ -653,6 +667,21 @@ def plot_samples(data_dir: Path, path: Path, per_class: int = 16, seed: int = 0)
         ax.axis("off")
     fig.suptitle("Synthetic dermoscopy: benign (top rows) vs melanoma (bottom rows)")
     fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def plot_not_generated(path: Path, source: str) -> None:
+    """Save a small figure saying that no synthetic data was generated for ``source``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 1))
+    ax.text(0.5, 0.5, f"no synthetic data: data.source is {source}", ha="center", va="center")
+    ax.axis("off")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
