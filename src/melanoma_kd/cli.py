@@ -6,6 +6,12 @@ prints, per image, P(melanoma) and the decision at the threshold chosen on valid
 each, or one JSON list with ``--json``). A file that cannot be used (missing, not an image,
 truncated, over ``predict.max_pixels``) gets one ``error:`` line on stderr; the other files are
 still answered, and the exit status is 2 if any file failed.
+
+    melanoma-kd compare [A] [B] [--json] [--n-boot N] [--seed S] [--alpha 0.05]
+
+compares the holdout results of two revisions (git revisions, branches or ``dvc exp`` names;
+default ``HEAD`` against the workspace) model by model, with patient-bootstrap CIs, paired
+permutation p-values (Holm-adjusted) and a verdict (:mod:`melanoma_kd.compare`).
 """
 
 from __future__ import annotations
@@ -46,6 +52,18 @@ def _predict(args: argparse.Namespace) -> int:
     return EXIT_USER_ERROR if any(r.error for r in results) else 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from melanoma_kd.compare import compare_sides, format_table, read_side, rows_as_dicts
+
+    a, b = read_side(args.a), read_side(args.b)
+    rows = compare_sides(a, b, n_boot=args.n_boot, seed=args.seed, alpha=args.alpha)
+    if args.json:
+        print(json.dumps({"a": args.a, "b": args.b, "rows": rows_as_dicts(rows)}, indent=2))
+    else:
+        print(format_table(rows, args.a, args.b))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (subcommands); building it imports nothing heavy."""
     ap = argparse.ArgumentParser(prog="melanoma-kd", description=__doc__.split("\n\n")[0])
@@ -64,6 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="params.yaml for predict.max_pixels (default: ./params.yaml if present)",
     )
     p.set_defaults(func=_predict)
+    c = sub.add_parser(
+        "compare",
+        help="paired holdout comparison of two revisions / experiments",
+        description="Delta ROC-AUC and pAUC (A - B) per model, with patient-bootstrap CI, "
+        "Holm-adjusted paired permutation p and a verdict.",
+    )
+    c.add_argument("a", nargs="?", default="HEAD", help="revision or dvc exp name (default HEAD)")
+    c.add_argument("b", nargs="?", default="workspace", help="revision (default: workspace)")
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    c.add_argument("--n-boot", type=int, default=1000, help="bootstrap / permutation draws")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--alpha", type=float, default=0.05, help="significance level")
+    c.set_defaults(func=_compare)
     return ap
 
 
@@ -71,9 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``melanoma-kd``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    args.params_given = args.params is not None
-    if args.params is None:
-        args.params = "params.yaml"
+    if args.command == "predict":
+        args.params_given = args.params is not None
+        if args.params is None:
+            args.params = "params.yaml"
     return args.func(args)
 
 
