@@ -4,10 +4,13 @@ PyTorch picks its vector kernels (ATen), oneDNN convolutions and MKL BLAS by the
 of the CPU it runs on; AVX2 and AVX-512 kernels sum in different orders, so a teacher trained on
 one host differs in the last bits from the same run on another, and ten epochs later in its
 metrics. :func:`pin_cpu_kernels` caps all three libraries at AVX2, which every x86-64 CPU of the
-last decade has. It only sets environment variables the libraries read when they first compute,
-so it runs on ``import melanoma_kd`` and costs nothing on an AVX2 machine; on an AVX-512 machine
-training is somewhat slower. ``MELANOMA_KD_NATIVE_CPU=1`` opts out (fastest kernels, results
-reproducible only on the same kind of CPU). GPU kernels are not affected.
+last decade has. OpenCV's bundled Intel IPP dispatches the same way (its AVX-512 warps and blurs
+wrote a different ``synth_positives`` output than its AVX2 ones, bit for bit), so it is capped
+at AVX2 too (``OPENCV_IPP``); OpenCV's own vector code gave identical bytes either way. It
+only sets environment variables the libraries read when they first compute (OpenCV: when cv2 is
+first imported), so it runs on ``import melanoma_kd`` and costs nothing on an AVX2 machine; on
+an AVX-512 machine training is somewhat slower. ``MELANOMA_KD_NATIVE_CPU=1`` opts out (fastest
+kernels, results reproducible only on the same kind of CPU). GPU kernels are not affected.
 
 :func:`platform_fingerprint` describes what produced a result, for ``make verify``.
 """
@@ -18,7 +21,12 @@ import os
 import platform
 from pathlib import Path
 
-PINNED = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+PINNED = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_CBWR": "AVX2",
+    "OPENCV_IPP": "avx2",  # read when cv2 is imported: import melanoma_kd first
+}
 ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
 
 
