@@ -43,6 +43,7 @@ from melanoma_kd.config import PreprocessParams
 from melanoma_kd.data.sources import open_images
 from melanoma_kd.data.synthetic import SOURCE as SYNTHETIC
 from melanoma_kd.data.synthetic import TRUTH_FILE, open_truth
+from melanoma_kd.data.tables import read_table
 from melanoma_kd.errors import UserError
 from melanoma_kd.imaging import encode_png, mse, psnr, psnr_from_mse, ssim
 from melanoma_kd.io import atomic_path, sha256_json
@@ -455,13 +456,4 @@ def plot_examples(examples: Sequence[Example], path: Path) -> None:
 
 def read_manifest(path: Path) -> pd.DataFrame:
     """Read ``manifest.csv`` (ids as strings); one-line :class:`UserError` if unusable."""
-    if not path.is_file():
-        raise UserError(f"{path}: manifest not found")
-    try:
-        manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a readable CSV ({exc})") from None
-    missing = [c for c in ("image_id", "location") if c not in manifest.columns]
-    if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
-    return manifest
+    return read_table(path, "manifest", ("image_id", "location"))

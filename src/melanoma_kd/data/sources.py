@@ -20,6 +20,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from melanoma_kd.config import DataParams
+from melanoma_kd.data.tables import read_table
 from melanoma_kd.errors import UserError
 
 MANIFEST_COLUMNS = ["image_id", "lesion_id", "patient_id", "label", "source", "location"]
@@ -38,16 +39,7 @@ def decode_image(data: bytes | np.ndarray, what: str) -> np.ndarray:
 
 
 def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
-    if not path.is_file():
-        raise UserError(f"{path}: metadata file not found")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a readable CSV ({exc})") from None
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
-    return df
+    return read_table(path, "metadata file", required, empty_is_missing=True)
 
 
 def _check_ids(df: pd.DataFrame, col: str, path: Path) -> None:

@@ -43,6 +43,7 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from melanoma_kd.config import Params, SynthParams, load_params
+from melanoma_kd.data.tables import read_table
 from melanoma_kd.errors import UserError
 from melanoma_kd.imaging import encode_png
 from melanoma_kd.io import atomic_path
@@ -133,16 +134,7 @@ def read_png_bytes(path: str | Path, ids: list[str]) -> list[bytes]:
 
 def read_splits(path: str | Path) -> pd.DataFrame:
     """The split table with string ids (empty ids stay ``""``) and 0/1 labels; one-line errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: split table not found")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a readable CSV ({exc})") from None
-    missing = [c for c in SPLIT_COLUMNS if c not in df.columns]
-    if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
+    df = read_table(path, "split table", SPLIT_COLUMNS)
     bad = ~df["label"].isin(["0", "1"])
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
@@ -153,17 +145,7 @@ def read_splits(path: str | Path) -> pd.DataFrame:
 
 def read_candidates(path: str | Path) -> pd.DataFrame:
     """A ``candidates.csv`` / ``kept.csv`` table with string ids; one-line errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: candidate table not found")
-    try:
-        df = pd.read_csv(path, dtype=ID_DTYPES, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a readable CSV ({exc})") from None
-    missing = [c for c in CANDIDATE_COLUMNS if c not in df.columns]
-    if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
-    return df
+    return read_table(path, "candidate table", CANDIDATE_COLUMNS, dtype=ID_DTYPES)
 
 
 # --------------------------------------------------------------------------------------- plan
