@@ -12,7 +12,7 @@ from melanoma_kd.catalog import model_specs, read_raw_params, selected_point
 from melanoma_kd.config import load_params
 from melanoma_kd.data.dataset import CacheDataset
 from melanoma_kd.errors import cli_entry
-from melanoma_kd.evaluate import evaluate_all, save_evaluation, score_model
+from melanoma_kd.evaluate import best_teacher, evaluate_all, save_evaluation, score_model
 from melanoma_kd.plots import render_pngs, write_plot_data
 
 
@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         spec.name: score_model(spec, args.cache_dir)
         for spec in tqdm(specs, desc="evaluate: scoring", unit="model", disable=None)
     }
-    ev = evaluate_all(specs, predictions, selected, params.evaluate)
+    teacher = best_teacher(specs)  # chosen on validation, like the distilled teacher
+    ev = evaluate_all(specs, predictions, selected, params.evaluate, teacher=teacher)
     ev.transfer["transfer_images"] = params.distill.transfer_images
     save_evaluation(
         ev,

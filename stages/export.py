@@ -23,6 +23,7 @@ from melanoma_kd.deploy import (
 )
 from melanoma_kd.errors import UserError, cli_entry
 from melanoma_kd.io import write_json
+from melanoma_kd.selection import RULE as SELECTION_RULE
 
 
 @cli_entry
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
             **best,
             "checkpoint": str(checkpoint),
             "candidates": len(ranking),
-            "selected_on": "validation pAUC (ties: validation ROC-AUC, then name)",
+            "selected_on": SELECTION_RULE,
         }
     elif args.checkpoint and args.val_predictions:
         checkpoint, val_predictions = Path(args.checkpoint), Path(args.val_predictions)

@@ -33,6 +33,7 @@ RAW = {
     "distill": {"temperature": [1, 4], "alpha": [0.5], "method": ["response", "feature"]},
 }
 SELECTED = "kd_4-0.5-response"
+TEACHER = "teacher_efficientnet_b0"  # chosen on validation by the stage (selection.py)
 SMALL = {  # five models: enough for the full evaluate_all path, cheap to run twice
     "teachers": {"archs": ["resnet18"]},
     "distill": {"temperature": [4], "alpha": [0.5], "method": ["response"]},
@@ -76,7 +77,7 @@ def make_predictions(
 @pytest.fixture(scope="module")
 def evaluation() -> Evaluation:
     specs, preds = make_predictions()
-    return evaluate_all(specs, preds, SELECTED, CFG)
+    return evaluate_all(specs, preds, SELECTED, CFG, teacher=TEACHER)
 
 
 # --------------------------------------------------------------------------- model list
@@ -133,7 +134,7 @@ def test_bad_predictions_fail_with_one_clear_line() -> None:
     other = make_predictions(seed=1)[1]
     preds = {**preds, "kd_onnx_int8": other["kd_onnx_int8"]}
     with pytest.raises(UserError, match="holdout images/labels differ"):
-        evaluate_all(specs, preds, SELECTED, CFG)
+        evaluate_all(specs, preds, SELECTED, CFG, teacher=TEACHER)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -142,14 +143,14 @@ def test_bad_predictions_fail_with_one_clear_line() -> None:
 def test_thresholds_never_read_holdout_labels() -> None:
     """Shuffling holdout labels (or replacing holdout scores) leaves every threshold put."""
     specs, preds = make_predictions(SMALL)
-    base = evaluate_all(specs, preds, SELECTED, CFG)
+    base = evaluate_all(specs, preds, SELECTED, CFG, teacher="teacher_resnet18")
     rng = np.random.default_rng(123)
     perm = rng.permutation(len(preds[SELECTED].holdout))
     shuffled = {}
     for name, p in preds.items():
         hold = p.holdout.assign(label=p.holdout["label"].to_numpy()[perm])
         shuffled[name] = Predictions(p.val, hold)
-    again = evaluate_all(specs, shuffled, SELECTED, CFG)
+    again = evaluate_all(specs, shuffled, SELECTED, CFG, teacher="teacher_resnet18")
     for name in base.metrics:
         for key in ("sens95_threshold", "f1_threshold"):
             assert again.metrics[name][key] == base.metrics[name][key], (name, key)
@@ -226,10 +227,8 @@ def test_error_analysis_counts_and_mcnemar() -> None:
 
 def test_evaluate_all_roles_gain_and_int8(evaluation: Evaluation) -> None:
     ev = evaluation
-    teachers = ["teacher_resnet18", "teacher_efficientnet_b0"]
-    best = max(teachers, key=lambda n: ev.metrics[n]["val_pauc"])
     assert ev.roles == {
-        "best_teacher": best,
+        "best_teacher": TEACHER,
         "scratch_student": "student_scratch",
         "kd_student": SELECTED,
         "kd_student_int8": "kd_onnx_int8",

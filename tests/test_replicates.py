@@ -25,7 +25,7 @@ from melanoma_kd.evaluate import evaluate_all, paired_comparison, save_evaluatio
 from melanoma_kd.io import read_json, write_json
 from melanoma_kd.plots import write_plot_data
 from melanoma_kd.replicates import replicate_hash
-from tests.test_evaluate import SELECTED, SMALL, make_predictions
+from tests.test_evaluate import SELECTED, SMALL, TEACHER, make_predictions
 from tests.test_train import _separable_cache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -335,7 +335,7 @@ def test_report_shows_mean_sd_over_seeds_and_both_paired_lines(tmp_path: Path) -
     assert {"student_scratch_seed1", "kd_selected_seed2"} <= set(names)
     rep = next(s for s in specs if s.name == "kd_selected_seed2")
     assert rep.path == Path("models/replicates/2/kd.pt")
-    ev = evaluate_all(specs, preds, SELECTED, CFG)
+    ev = evaluate_all(specs, preds, SELECTED, CFG, teacher=TEACHER)
     save_evaluation(
         ev,
         predictions_dir=tmp_path / "metrics/predictions",

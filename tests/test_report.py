@@ -13,7 +13,7 @@ import yaml
 from melanoma_kd.evaluate import evaluate_all, save_evaluation
 from melanoma_kd.io import read_json, write_json
 from melanoma_kd.plots import write_plot_data
-from tests.test_evaluate import CFG, RAW, SELECTED, make_predictions
+from tests.test_evaluate import CFG, RAW, SELECTED, TEACHER, make_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 GAIN_LINE = re.compile(
@@ -39,7 +39,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     specs, preds = make_predictions()
-    ev = evaluate_all(specs, preds, SELECTED, CFG)
+    ev = evaluate_all(specs, preds, SELECTED, CFG, teacher=TEACHER)
     save_evaluation(
         ev,
         predictions_dir=root / "metrics/predictions",

@@ -324,8 +324,10 @@ def test_choose_teacher(tmp_path: Path) -> None:
         write_json(tmp_path / arch / "summary.json", {"val_pauc": pauc, "val_roc_auc": 0.9})
     assert choose_teacher("best", archs, tmp_path) == "efficientnet_b0"
     assert choose_teacher("resnet34", archs, tmp_path) == "resnet34"
-    write_json(tmp_path / "resnet34" / "summary.json", {"val_pauc": 0.15})
+    write_json(tmp_path / "resnet34" / "summary.json", {"val_pauc": 0.15, "val_roc_auc": 0.9})
     assert choose_teacher("best", archs, tmp_path) == "efficientnet_b0"  # tie: first listed
+    write_json(tmp_path / "resnet34" / "summary.json", {"val_pauc": 0.15, "val_roc_auc": 0.91})
+    assert choose_teacher("best", archs, tmp_path) == "resnet34"  # tie on pAUC: ROC-AUC decides
     with pytest.raises(UserError, match="vit_small") as exc:
         choose_teacher("vit_small", archs, tmp_path)
     assert "\n" not in str(exc.value)

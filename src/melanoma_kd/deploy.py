@@ -43,7 +43,8 @@ from torch.utils.data import DataLoader
 from melanoma_kd.data.dataset import CacheDataset
 from melanoma_kd.data.transforms import model_input
 from melanoma_kd.errors import UserError
-from melanoma_kd.io import atomic_path, read_json
+from melanoma_kd.io import atomic_path
+from melanoma_kd.selection import SUMMARY, rank_by_validation, run_summaries
 
 # scipy, scikit-learn (metrics) and timm (checkpoints) are imported where used: `predict` loads
 # this module and should start quickly.
@@ -68,9 +69,9 @@ WEIGHT_TYPE = "QInt8"
 def rank_students(
     distill_metrics_root: str | Path, points: Collection[str] | None = None
 ) -> list[dict[str, Any]]:
-    """KD points with a ``summary.json``, best first by validation pAUC.
+    """KD points with a ``summary.json``, best first by :data:`melanoma_kd.selection.RULE`
+    (candidates listed in name order, so an exact tie goes to the first name).
 
-    Ties are broken by validation ROC-AUC, then by name, so the order is total and stable.
     ``points`` restricts the candidates to the current grid (a point removed from params.yaml
     leaves its old outputs behind); each of them must have a summary. Holdout is never read.
     """
@@ -78,29 +79,20 @@ def rank_students(
     if not root.is_dir():
         raise UserError(f"{root}: KD metrics directory not found")
     if points is None:
-        summaries = sorted(root.glob("*/summary.json"))
+        names = sorted(p.parent.name for p in root.glob(f"*/{SUMMARY}"))
     else:
-        summaries = [root / point / "summary.json" for point in sorted(points)]
-        missing = [str(p) for p in summaries if not p.is_file()]
+        names = sorted(points)
+        missing = [str(root / n / SUMMARY) for n in names if not (root / n / SUMMARY).is_file()]
         if missing:
             raise UserError(f"{missing[0]}: KD summary not found ({len(missing)} missing)")
-    rows = []
-    for summary in summaries:
-        data = read_json(summary)
-        try:
-            pauc, auc = float(data["val_pauc"]), float(data["val_roc_auc"])
-        except (KeyError, TypeError, ValueError):
-            raise UserError(f"{summary}: needs numeric val_pauc and val_roc_auc") from None
-        if not (np.isfinite(pauc) and np.isfinite(auc)):
-            raise UserError(f"{summary}: val_pauc/val_roc_auc not finite ({pauc}, {auc})")
-        rows.append({"point": summary.parent.name, "val_pauc": pauc, "val_roc_auc": auc})
-    if not rows:
+    if not names:
         raise UserError(f"{root}: no KD point has a summary.json")
-    return sorted(rows, key=lambda r: (-r["val_pauc"], -r["val_roc_auc"], r["point"]))
+    ranked = rank_by_validation(run_summaries(root, names))
+    return [{"point": r.name, "val_pauc": r.val_pauc, "val_roc_auc": r.val_roc_auc} for r in ranked]
 
 
 def select_student(distill_metrics_root: str | Path, points: Collection[str] | None = None) -> str:
-    """Name of the best KD point on VALIDATION pAUC (ties: val ROC-AUC, then name)."""
+    """Name of the best KD point on validation (:func:`rank_students`)."""
     return rank_students(distill_metrics_root, points)[0]["point"]
 
 

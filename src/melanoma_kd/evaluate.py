@@ -44,6 +44,7 @@ from melanoma_kd.catalog import (
 from melanoma_kd.config import EvaluateParams
 from melanoma_kd.errors import UserError
 from melanoma_kd.io import atomic_path, write_json
+from melanoma_kd.selection import SUMMARY, best_by_validation
 
 DECIMALS = 6
 HARD_CASE_KINDS: tuple[str, ...] = (
@@ -395,12 +396,14 @@ def _check_same_holdout(predictions: Mapping[str, Predictions]) -> None:
             raise UserError(f"{name}: holdout images/labels differ from {names[0]}'s")
 
 
-def best_teacher(metrics: Mapping[str, Mapping[str, float]], specs: Sequence[ModelSpec]) -> str:
-    """Teacher with the highest validation pAUC (first listed wins a tie)."""
-    teachers = [s.name for s in specs if s.group == "teacher"]
+def best_teacher(specs: Sequence[ModelSpec]) -> str:
+    """The teacher the evaluation compares against: the same rule, on the same run summaries,
+    as the teacher_outputs stage uses to choose whom to distil
+    (:func:`melanoma_kd.selection.best_by_validation`)."""
+    teachers = [s for s in specs if s.group == "teacher" and s.run_dir is not None]
     if not teachers:
-        raise UserError("no teacher to compare with")
-    return max(teachers, key=lambda n: (metrics[n]["val_pauc"], -teachers.index(n)))
+        raise UserError("no trained teacher to compare with")
+    return best_by_validation({s.name: s.run_dir / SUMMARY for s in teachers})
 
 
 def ablation_table(
@@ -441,10 +444,15 @@ def evaluate_all(
     predictions: Mapping[str, Predictions],
     selected: str,
     cfg: EvaluateParams,
+    *,
+    teacher: str,
     n_hard: int = 12,
 ) -> Evaluation:
     """Per-model metrics, key-model roles, error analysis, paired comparisons (KD vs scratch,
-    student vs teacher), seed-replicate summary, ablation and hard cases."""
+    student vs teacher), seed-replicate summary, ablation and hard cases.
+
+    ``selected`` is the KD student the export stage chose and ``teacher`` the best teacher, both
+    chosen on validation by :mod:`melanoma_kd.selection` (see :func:`best_teacher`)."""
     specs = list(specs)
     missing = [s.name for s in specs if s.name not in predictions]
     if missing:
@@ -454,9 +462,11 @@ def evaluate_all(
     metrics = {name: evaluate_model(p, cfg, name) for name, p in preds.items()}
     if selected not in metrics or SCRATCH not in metrics:
         raise UserError(f"need the scratch student and the selected KD student {selected!r}")
+    if teacher not in metrics or teacher not in {s.name for s in specs if s.group == "teacher"}:
+        raise UserError(f"best teacher {teacher!r} is not a teacher of this pipeline")
 
     roles = {
-        "best_teacher": best_teacher(metrics, specs),
+        "best_teacher": teacher,
         "scratch_student": SCRATCH,
         "kd_student": selected,
     }

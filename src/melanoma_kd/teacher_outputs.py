@@ -21,23 +21,19 @@ from melanoma_kd.data.transforms import model_input
 from melanoma_kd.distill import pooled_taps
 from melanoma_kd.errors import UserError
 from melanoma_kd.inference import default_device
-from melanoma_kd.io import atomic_path, read_json
+from melanoma_kd.io import atomic_path
 from melanoma_kd.models.build import load_checkpoint
+from melanoma_kd.selection import best_by_validation, run_summaries
 
 
 def choose_teacher(choice: str, archs: list[str], metrics_root: str | Path) -> str:
-    """``choice`` if it names a trained teacher, or the highest validation pAUC for ``best``."""
+    """``choice`` if it names a trained teacher, or for ``best`` the one
+    :func:`melanoma_kd.selection.best_by_validation` picks from the teachers' run summaries."""
     if choice != "best":
         if choice not in archs:
             raise UserError(f"distill.teacher: {choice!r} is not in teachers.archs {archs}")
         return choice
-    scores = {}
-    for arch in archs:
-        path = Path(metrics_root) / arch / "summary.json"
-        if not path.is_file():
-            raise UserError(f"{path}: teacher summary not found (train teacher {arch} first)")
-        scores[arch] = read_json(path)["val_pauc"]
-    return max(archs, key=lambda a: (scores[a], -archs.index(a)))
+    return best_by_validation(run_summaries(metrics_root, archs))
 
 
 @torch.inference_mode()

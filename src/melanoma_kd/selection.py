@@ -1,0 +1,64 @@
+"""Choosing on validation: the one rule that picks the teacher to distil, the KD grid point to
+export and the "best teacher" the evaluation compares against.
+
+A candidate is a training run's ``summary.json`` (written by :mod:`melanoma_kd.runs`), read for
+its validation pAUC and ROC-AUC. Ranking: higher validation pAUC first; a tie is broken by the
+higher validation ROC-AUC, then by the order the candidates are given in (``teachers.archs``
+order, or the sorted point names), so the order is total and stable. Holdout is never read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from melanoma_kd.errors import UserError
+from melanoma_kd.io import read_json
+
+SUMMARY = "summary.json"
+RULE = "validation pAUC (ties: validation ROC-AUC, then listing order)"
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One candidate's validation scores."""
+
+    name: str
+    val_pauc: float
+    val_roc_auc: float
+
+
+def read_scores(name: str, summary: Path) -> Ranked:
+    """A run's validation pAUC / ROC-AUC; one-line errors for a missing or bad summary."""
+    if not summary.is_file():
+        raise UserError(f"{summary}: run summary not found (train {name} first)")
+    data = read_json(summary)
+    try:
+        pauc, auc = float(data["val_pauc"]), float(data["val_roc_auc"])
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{summary}: needs numeric val_pauc and val_roc_auc") from None
+    if not (np.isfinite(pauc) and np.isfinite(auc)):
+        raise UserError(f"{summary}: val_pauc/val_roc_auc not finite ({pauc}, {auc})")
+    return Ranked(name, pauc, auc)
+
+
+def rank_by_validation(summaries: Mapping[str, Path]) -> list[Ranked]:
+    """Candidates (name -> run summary), best first by :data:`RULE`."""
+    if not summaries:
+        raise UserError("nothing to choose from: no candidate run")
+    scored = [read_scores(name, path) for name, path in summaries.items()]
+    order = {r.name: i for i, r in enumerate(scored)}
+    return sorted(scored, key=lambda r: (-r.val_pauc, -r.val_roc_auc, order[r.name]))
+
+
+def best_by_validation(summaries: Mapping[str, Path]) -> str:
+    """Name of the best candidate by :data:`RULE`."""
+    return rank_by_validation(summaries)[0].name
+
+
+def run_summaries(root: str | Path, names: list[str]) -> dict[str, Path]:
+    """``{name: root/name/summary.json}`` in the given order."""
+    return {name: Path(root) / name / SUMMARY for name in names}
