@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from melanoma_kd.data.dataset import UNLABELLED
+from melanoma_kd.data.cache import UNLABELLED
 from melanoma_kd.losses import blend, feature_mse, kd_kl
 
 TeacherBatch = dict[str, torch.Tensor | list[torch.Tensor]]

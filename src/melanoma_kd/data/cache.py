@@ -24,6 +24,8 @@ from tqdm import tqdm
 from melanoma_kd.errors import UserError
 from melanoma_kd.io import atomic_path
 
+UNLABELLED = -1  # label of a transfer-set image (stored as such in its cache file)
+
 STR = h5py.string_dtype("utf-8")
 REQUIRED = ("images", "labels", "ids", "patients")
 

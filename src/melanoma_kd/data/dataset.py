@@ -14,11 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, WeightedRandomSampler
 
-from melanoma_kd.data.cache import check_cache
+from melanoma_kd.data.cache import UNLABELLED, check_cache
 from melanoma_kd.data.transforms import augmented_view
 from melanoma_kd.errors import UserError
-
-UNLABELLED = -1  # label of a transfer-set image (stored as such in its cache file)
 
 
 class CacheDataset(Dataset):

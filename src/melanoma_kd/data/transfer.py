@@ -25,8 +25,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from melanoma_kd.config import GenerateParams, Params
-from melanoma_kd.data.cache import resize_shorter_center_crop, write_split_cache
-from melanoma_kd.data.dataset import UNLABELLED
+from melanoma_kd.data.cache import UNLABELLED, resize_shorter_center_crop, write_split_cache
 from melanoma_kd.data.hair import iter_remove_hair, output_params
 from melanoma_kd.data.sources import decode_image
 from melanoma_kd.data.synthetic import IMAGES_FILE, METADATA_FILE, generate_dataset, read_image
