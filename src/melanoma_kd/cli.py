@@ -1,11 +1,13 @@
 """The ``melanoma-kd`` command.
 
-    melanoma-kd predict IMAGE... [--model PATH] [--json] [--params params.yaml]
+    melanoma-kd predict IMAGE_OR_FOLDER... [--model PATH] [--format text|json|csv] [--out FILE]
+                        [--threads N] [--params params.yaml]
 
 prints, per image, P(melanoma) and the decision at the threshold chosen on validation (one line
-each, or one JSON list with ``--json``). A file that cannot be used (missing, not an image,
-truncated, over ``predict.max_pixels``) gets one ``error:`` line on stderr; the other files are
-still answered, and the exit status is 2 if any file failed.
+each, one JSON list, or a CSV table; ``--out`` writes it to a file instead). A folder means every
+image file below it. A file that cannot be used (missing, not an image, truncated, over
+``predict.max_pixels``) gets one ``error:`` line on stderr (and its own row in JSON/CSV); the
+other files are still answered, and the exit status is 2 if any file failed.
 
     melanoma-kd compare [A] [B] [--json] [--n-boot N] [--seed S] [--alpha 0.05]
 
@@ -36,20 +38,34 @@ def _max_pixels(params_path: str, explicit: bool) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from melanoma_kd.predict import predict_files
+    from melanoma_kd.io import atomic_path
+    from melanoma_kd.predict import as_csv, predict_files
 
     max_pixels = _max_pixels(args.params, args.params_given)
-    results = predict_files(args.images, args.model, max_pixels)
+    results = predict_files(args.images, args.model, max_pixels, threads=args.threads)
     for r in results:
         if r.error:
             print(f"error: {r.error}", file=sys.stderr)
-    if args.json:
-        print(json.dumps([r.as_dict() for r in results], indent=2))
+    fmt = "json" if args.json else args.format
+    if fmt == "json":
+        text = json.dumps([r.as_dict() for r in results], indent=2) + "\n"
+    elif fmt == "csv":
+        text = as_csv(results)
     else:
-        for r in results:
-            if not r.error:
-                print(r.line())
+        text = "".join(r.line() + "\n" for r in results if not r.error)
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(text)
+    else:
+        sys.stdout.write(text)
     return EXIT_USER_ERROR if any(r.error for r in results) else 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -73,9 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="P(melanoma) and decision for image files",
         description="P(melanoma) and the validation-threshold decision for each image.",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"ONNX model (default {DEFAULT_MODEL})")
-    p.add_argument("--json", action="store_true", help="print one JSON list instead of lines")
+    p.add_argument("--format", choices=("text", "json", "csv"), default="text")
+    p.add_argument("--json", action="store_true", help="same as --format json")
+    p.add_argument("--out", default=None, help="write the results to this file, not stdout")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads")
     p.add_argument(
         "--params",
         default=None,

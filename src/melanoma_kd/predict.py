@@ -10,6 +10,9 @@ Each file is checked before it is decoded: the header must name a known image fo
 pixel count must be within ``predict.max_pixels`` (a decompression bomb is refused without
 allocating it); a truncated or corrupt file is refused after a full decode check. A refused file
 gets one error line and does not stop the other files.
+
+Inputs may be files or folders: a folder stands for every image file below it (recursively, by
+extension, in sorted order); a folder with none is one error entry, never "file not found".
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
 from melanoma_kd.config import PreprocessParams
 from melanoma_kd.data.cache import resize_shorter_center_crop
@@ -31,6 +35,9 @@ from melanoma_kd.data.hair import remove_hair
 from melanoma_kd.data.sources import decode_image
 from melanoma_kd.deploy import OnnxClassifier
 from melanoma_kd.errors import UserError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+CSV_COLUMNS = ("image", "p_melanoma", "decision", "threshold", "threshold_rule", "error")
 
 
 @dataclass
@@ -103,8 +110,8 @@ def check_image_file(path: Path, max_pixels: int) -> tuple[int, int]:
 class Predictor:
     """An exported model plus the training preprocessing, both read from its metadata."""
 
-    def __init__(self, model: str | Path, max_pixels: int) -> None:
-        self.clf = OnnxClassifier(model)
+    def __init__(self, model: str | Path, max_pixels: int, threads: int | None = None) -> None:
+        self.clf = OnnxClassifier(model, threads)
         meta = self.clf.meta
         if meta.get("latency_only"):
             raise UserError(
@@ -155,7 +162,54 @@ class Predictor:
         )
 
 
-def predict_files(paths: list[str | Path], model: str | Path, max_pixels: int) -> list[Prediction]:
-    """Predictions for every file, in order (errors included, never raised per file)."""
-    predictor = Predictor(model, max_pixels)
-    return [predictor.predict(p) for p in paths]
+def expand_inputs(paths: list[str | Path]) -> list[Path | Prediction]:
+    """Files as given; each folder replaced by its image files (recursive, sorted by path).
+
+    A folder without any image file becomes an error :class:`Prediction` of its own, so it is
+    reported like a bad file and never mistaken for a missing one."""
+    out: list[Path | Prediction] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            out.append(path)
+            continue
+        found = sorted(
+            f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        if not found:
+            exts = " ".join(sorted(IMAGE_EXTENSIONS))
+            out.append(Prediction(image=str(path), error=f"{path}: folder holds no image ({exts})"))
+        out.extend(found)
+    return out
+
+
+def predict_files(
+    paths: list[str | Path],
+    model: str | Path,
+    max_pixels: int,
+    threads: int | None = None,
+    progress: bool | None = None,
+) -> list[Prediction]:
+    """Predictions for every file (folders expanded), in order; errors included, never raised
+    per file. A progress bar is shown for more than one image (``progress=None``: only on a
+    terminal)."""
+    predictor = Predictor(model, max_pixels, threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    items = expand_inputs(paths)
+    disable = True if len(items) < 2 else (None if progress is None else not progress)
+    bar = tqdm(items, desc="predict", unit="img", disable=disable)  # None: only on a terminal
+    return [item if isinstance(item, Prediction) else predictor.predict(item) for item in bar]
+
+
+def as_csv(results: list[Prediction]) -> str:
+    """One row per input (errors included), columns :data:`CSV_COLUMNS`."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in results:
+        writer.writerow({k: ("" if v is None else v) for k, v in asdict(r).items()})
+    return buf.getvalue()
