@@ -26,11 +26,11 @@ repro: setup  ## run the whole default pipeline on the built-in synthetic data
 	  $(BIN)/python -m melanoma_kd.verify --record && \
 	  echo "make repro: pipeline up to date in $$(( $$(date +%s) - start )) s"
 
-test: setup  ## the test suite (unit tests + the tiny-profile dvc pipeline tests)
-	$(BIN)/python -m pytest -q
+test: setup  ## the test suite (unit tests + the tiny-profile dvc pipeline tests, built meanwhile)
+	$(BIN)/python -m pytest -q --durations=10
 
 test-fast: setup  ## unit tests only
-	$(BIN)/python -m pytest -q -m "not pipeline"
+	$(BIN)/python -m pytest -q -m "not pipeline" --durations=10
 
 verify: repro  ## rerun the pipeline; fail if dvc.lock or a committed result is stale or changed
 	$(BIN)/python -m melanoma_kd.verify

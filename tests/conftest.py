@@ -3,11 +3,15 @@
 Each fixture returns a :class:`TinyDataset` already written under ``tmp_path``. A test may edit
 its ``metadata`` and ``images`` (or use :func:`corrupt_jpeg`) and call ``write()`` again to
 produce a broken variant of the same data set.
+
+The pipeline fixtures (``tiny_repo``, ``tiny_remote``, ``fresh_clone``) share one reproduction
+of the tiny profile per session, built in the background while the unit tests run
+(``tests/tiny_pipeline.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -17,6 +21,8 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+
+from tests.tiny_pipeline import FreshClone, TinyPipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,17 +146,58 @@ def ham10000_data(tmp_path: Path) -> TinyDataset:
     return TinyDataset(tmp_path / "ham10000", meta, images, _write_ham, image_dirs=dirs).write()
 
 
+def _needs(fixture: str, item: pytest.Item) -> bool:
+    return fixture in getattr(item, "fixturenames", ())  # the fixture closure of the test
+
+
+def _needs_tiny_pipeline(item: pytest.Item) -> bool:
+    return _needs("tiny_pipeline", item)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that wait for the tiny pipeline last, so that it builds while the others run; the
+    other pipeline tests just before them. (A stable sort: file order otherwise.)"""
+    items.sort(
+        key=lambda it: (_needs_tiny_pipeline(it), it.get_closest_marker("pipeline") is not None)
+    )
+
+
 @pytest.fixture(scope="session")
-def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A git + DVC repo with the whole pipeline reproduced on the tiny profile and committed.
+def tiny_pipeline(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TinyPipeline]:
+    """The tiny-profile pipeline, reproduced once per session in a background thread (and the
+    fresh-clone run after it when a selected test needs ``fresh_clone``)."""
+    fresh = any(_needs("fresh_clone", item) for item in request.session.items)
+    pipeline = TinyPipeline(tmp_path_factory.mktemp("tiny"), fresh_clone=fresh).start()
+    yield pipeline
+    pipeline.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_tiny_pipeline_early(request: pytest.FixtureRequest) -> None:
+    """Start the build as the session starts when a selected test needs it (not in test-fast)."""
+    if any(_needs_tiny_pipeline(item) for item in request.session.items):
+        request.getfixturevalue("tiny_pipeline")
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tiny_pipeline: TinyPipeline) -> Path:
+    """A git + DVC repo with the whole pipeline reproduced on the tiny profile and committed,
+    with a local DVC remote (``tiny_remote``) holding its outputs and run-cache.
 
     Shared by the pipeline/workflow tests; tests that change it restore it or work on a clone.
     """
-    from tests.dvc_repo import make_repo, ran_stages, run
+    return tiny_pipeline.built().repo
 
-    path = make_repo(tmp_path_factory.mktemp("tiny") / "repo")
-    out = run(path, "dvc", "repro").stdout
-    assert "generate" in ran_stages(out)
-    run(path, "git", "add", "-A")
-    run(path, "git", "commit", "-qm", "tiny pipeline results")
-    return path
+
+@pytest.fixture(scope="session")
+def tiny_remote(tiny_pipeline: TinyPipeline) -> Path:
+    """The local DVC remote ``tiny_repo`` pushed its outputs and run-cache to."""
+    return tiny_pipeline.built().remote
+
+
+@pytest.fixture(scope="session")
+def fresh_clone(tiny_pipeline: TinyPipeline) -> FreshClone:
+    """A clone of ``tiny_repo`` that pulled the run-cache and reran without ``dvc.lock``."""
+    return tiny_pipeline.fresh_clone()

@@ -14,11 +14,18 @@ COPIED = ("dvc.yaml", "src", "stages", ".dvcignore")
 
 
 def env() -> dict[str, str]:
-    """Environment with the venv's python/dvc first on PATH and DVC telemetry off."""
+    """Environment with the venv's python/dvc first on PATH and DVC telemetry off.
+
+    ``PYTHONPATH=src`` makes stage scripts import the package copied into the repo (the code
+    DVC hashes as their deps), not the editable install: a test repo stays self-consistent
+    while the source tree it was copied from is being edited.
+    """
     bindir = str(Path(sys.executable).parent)
+    pythonpath = os.pathsep.join(p for p in ("src", os.environ.get("PYTHONPATH")) if p)
     return {
         **os.environ,
         "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": pythonpath,
         "DVC_NO_ANALYTICS": "1",
         "GIT_AUTHOR_NAME": "melanoma-kd tests",
         "GIT_AUTHOR_EMAIL": "tests@melanoma-kd.invalid",

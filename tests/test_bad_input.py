@@ -1,16 +1,26 @@
 """Bad input through the real stage scripts: one ``error:`` line on stderr, exit 2, no partial
-output, and an earlier output at the same path left intact."""
+output, and an earlier output at the same path left intact.
+
+Most cases call the script's ``main`` in this process (``stage``), as ``python stages/<script>``
+would; that a fresh interpreter prints nothing else on stderr (no import-time warning, no
+traceback) is checked by one subprocess per script: ``stage_process`` here for train_teacher,
+``tests/test_ingest.py`` for ingest and ``tests/test_split.py`` for split."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import runpy
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from melanoma_kd.data.cache import write_split_cache
@@ -19,13 +29,46 @@ from tests.conftest import REPO_ROOT, TinyDataset, corrupt_jpeg
 SENTINEL = b"previous complete output\n"
 
 
-def stage(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def stage_process(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python stages/<script> ARGS`` in a fresh interpreter."""
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / "stages" / script), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
     )
+
+
+def stage(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The script's ``main`` run in this process from ``cwd``: its exit status and stderr, as
+    :func:`stage_process` would report them (an uncaught exception fails the test itself)."""
+    main = runpy.run_path(str(REPO_ROOT / "stages" / script), run_name="stage_under_test")["main"]
+    out, err = io.StringIO(), io.StringIO()
+    sigterm = signal.getsignal(signal.SIGTERM)  # cli_entry installs its own handler
+    code: int | str | None = 0
+    try:
+        with (
+            contextlib.chdir(cwd),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
+            main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    returncode = code if isinstance(code, int) else (0 if code is None else 1)
+    return subprocess.CompletedProcess([script, *args], returncode, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def _restore_torch_state() -> Iterator[None]:
+    """A training stage's main sets torch's thread count and deterministic mode."""
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(det, warn_only=warn_only)
+    torch.set_num_threads(threads)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -171,6 +214,7 @@ def _train_args(tmp: Path, params: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.usefixtures("_restore_torch_state")
 def test_truncated_cache_is_named(tmp_path: Path) -> None:
     _tiny_cache(tmp_path / "cache")
     train = tmp_path / "cache" / "train.h5"
@@ -185,6 +229,6 @@ def test_unknown_architecture_is_named(tmp_path: Path) -> None:
     _tiny_cache(tmp_path / "cache")
     params = params_file(tmp_path, teachers={"image_size": 32}, student={"image_size": 32})
     args = _train_args(tmp_path, params, "--arch", "resnet_does_not_exist")
-    proc = stage("train_teacher.py", *args, cwd=tmp_path)
+    proc = stage_process("train_teacher.py", *args, cwd=tmp_path)
     assert_one_line_error(proc, "resnet_does_not_exist")
     assert not (tmp_path / "models").exists()

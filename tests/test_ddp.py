@@ -17,8 +17,10 @@ exceeds it by far.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,7 @@ from tests import ddp_run
 from tests.conftest import REPO_ROOT
 
 SIZE, N_TRAIN, N_VAL, EPOCHS = 32, 32, 24, 3
+TORCHRUN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 
 # --- pure pieces -----------------------------------------------------------------------------
@@ -188,20 +191,46 @@ def _curves(run: Path) -> pd.DataFrame:
     return pd.concat([pd.read_csv(plots / f"{k}.tsv", sep="\t")[k] for k in keys], axis=1)
 
 
+def _relaunched_under_torchrun(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int | None:
+    """Exit status of ``python tests/ddp_run.py ARGV`` (``train.nproc: 2``), its launcher run in
+    this process: ``ddp_run.main`` relaunches itself under torchrun exactly as a stage script
+    does, and only the two workers are new interpreters (a launcher process would import the
+    whole training stack a third time). A watchdog kills the workers after 300 s."""
+    script = "tests/ddp_run.py"
+    monkeypatch.chdir(REPO_ROOT)
+    monkeypatch.setattr(sys, "argv", [script, *argv])
+    environ = dict(os.environ)  # the launcher sets OMP_NUM_THREADS and torchelastic variables
+    handlers = {sig: signal.getsignal(sig) for sig in TORCHRUN_SIGNALS}  # and signal handlers
+    for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        os.environ.pop(name, None)
+    os.environ["PYTHONPATH"] = str(REPO_ROOT)
+
+    def kill_workers() -> None:
+        found = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", script], capture_output=True)
+        for pid in found.stdout.split():
+            os.kill(int(pid), signal.SIGKILL)
+
+    watchdog = threading.Timer(300, kill_workers)
+    watchdog.start()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            ddp_run.main(argv)
+    finally:
+        watchdog.cancel()
+        os.environ.clear()
+        os.environ.update(environ)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return exit_info.value.code
+
+
 @pytest.mark.usefixtures("_restore_torch_state")
-def test_two_processes_train_like_one_with_twice_the_batch(setup: Path) -> None:
+def test_two_processes_train_like_one_with_twice_the_batch(
+    setup: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ddp_run.main(_argv(setup, "one", nproc=1, batch_size=8))  # in this process: rank 0 of 1
-    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE")}
-    proc = subprocess.run(  # relaunches itself under torchrun, as the stage scripts do
-        [sys.executable, "tests/ddp_run.py", *_argv(setup, "two", nproc=2, batch_size=4)],
-        cwd=REPO_ROOT,
-        env={**env, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _relaunched_under_torchrun(_argv(setup, "two", nproc=2, batch_size=4), monkeypatch) == 0
+
     one, two = setup / "one", setup / "two"
 
     # Only rank 0 wrote, and it wrote the same files a single process writes, no temporaries.

@@ -25,7 +25,7 @@ from melanoma_kd.evaluate import evaluate_all, paired_comparison, save_evaluatio
 from melanoma_kd.io import read_json, write_json
 from melanoma_kd.plots import write_plot_data
 from melanoma_kd.replicates import replicate_hash
-from tests.test_evaluate import SELECTED, SMALL, TEACHER, make_predictions
+from tests.test_evaluate import SELECTED, SMALL, make_predictions
 from tests.test_train import _separable_cache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -335,7 +335,7 @@ def test_report_shows_mean_sd_over_seeds_and_both_paired_lines(tmp_path: Path) -
     assert {"student_scratch_seed1", "kd_selected_seed2"} <= set(names)
     rep = next(s for s in specs if s.name == "kd_selected_seed2")
     assert rep.path == Path("models/replicates/2/kd.pt")
-    ev = evaluate_all(specs, preds, SELECTED, CFG, teacher=TEACHER)
+    ev = evaluate_all(specs, preds, SELECTED, CFG, teacher="teacher_resnet18")  # SMALL's only
     save_evaluation(
         ev,
         predictions_dir=tmp_path / "metrics/predictions",
@@ -347,6 +347,8 @@ def test_report_shows_mean_sd_over_seeds_and_both_paired_lines(tmp_path: Path) -
         transfer_path=tmp_path / "metrics/transfer_ablation.json",
     )
     write_plot_data(ev, tmp_path / "plots", curves=False)
+    write_json(tmp_path / "metrics/export/student_kd.json", {"native_size_mb": 6.08})
+    write_json(tmp_path / "metrics/quantize.json", {"int8_size_mb": 1.85})
     params = {**RAW_REPS, "evaluate": CFG.model_dump()}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = tmp_path / "reports/summary.md"
@@ -363,6 +365,9 @@ def test_report_shows_mean_sd_over_seeds_and_both_paired_lines(tmp_path: Path) -
         "--benchmark": "",
         "--plots-dir": "plots",
         "--out": "reports/summary.md",
+        "--export-metrics": "metrics/export/student_kd.json",
+        "--quantize-metrics": "metrics/quantize.json",
+        "--headline": "metrics/headline.json",
     }
     argv = [a for kv in args.items() for a in (kv[0], str(tmp_path / kv[1]) if kv[1] else "")]
     _stage("report")(argv)
