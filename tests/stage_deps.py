@@ -15,6 +15,8 @@ inside ``src/melanoma_kd`` with :mod:`ast`, and reports:
 
 ``python -m tests.stage_deps [params file]`` prints the findings per stage (exit status 1 when
 there are any) and the number of (stage, source file) dependency pairs.
+``python -m tests.stage_deps --fix`` rewrites each stage's run of script/package deps in
+dvc.yaml to exactly its closure (the stage must list its script for the run to be found).
 """
 
 from __future__ import annotations
@@ -283,9 +285,47 @@ def source_pairs(stages: dict[str, Stage]) -> int:
     return sum(d.endswith(".py") for s in stages.values() for d in s.deps)
 
 
+_SOURCE_DEP = re.compile(r"^(\s*)- ((?:stages|src/" + PACKAGE + r")/\S+\.py)\s*$")
+
+
+def fixed_dvc_yaml(text: str, stages: dict[str, Stage], repo: Path = REPO) -> str:
+    """``text`` with every contiguous run of source deps replaced by the stage's closure.
+
+    A top-level stage (``foreach``/``matrix`` included) is matched to its expanded stages by
+    name; all expansions run the same script, so the first one's closure is used.
+    """
+    out: list[str] = []
+    stage: str | None = None
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        top = re.match(r"^  ([A-Za-z0-9_-]+):\s*$", line)
+        if top:
+            stage = top.group(1)
+        m = _SOURCE_DEP.match(line)
+        if not m or stage is None:
+            out.append(line)
+            i += 1
+            continue
+        while i < len(lines) and _SOURCE_DEP.match(lines[i]):
+            i += 1
+        expanded = [s for n, s in stages.items() if n == stage or n.startswith(stage + "@")]
+        if not expanded:
+            raise SystemExit(f"dvc.yaml: stage {stage!r} not found after expansion")
+        script = script_of(expanded[0].cmd)
+        files = sorted(required_sources(expanded[0], repo), key=lambda f: (f != script, f))
+        out.extend(f"{m.group(1)}- {f}" for f in files)
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print what each stage lacks or over-declares; 1 when anything is found."""
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--fix"]:
+        path = REPO / "dvc.yaml"
+        path.write_text(fixed_dvc_yaml(path.read_text(), load_stages(path)))
+        args = args[1:]
     params = Path(args[0]) if args else None
     stages = load_stages(REPO / "dvc.yaml", params)
     reports = check(stages)

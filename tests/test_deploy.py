@@ -21,6 +21,7 @@ from melanoma_kd.errors import UserError
 from melanoma_kd.inference import score_checkpoint
 from melanoma_kd.io import write_json
 from melanoma_kd.models.build import NUM_CLASSES, save_checkpoint
+from melanoma_kd.selection import operating_thresholds
 
 TINY_ARCH = "mobilenetv3_small_050"
 SIZE = 32
@@ -406,9 +407,7 @@ def test_static_int8_runs_and_tracks_fp32(workspace: dict, quantized: dict) -> N
     assert meta["quantization"] == "static_qdq" and meta["calibration_images"] == 24
     assert meta["arch"] == TINY_ARCH and meta["image_size"] == SIZE
     assert meta["threshold"] == pytest.approx(
-        deploy.thresholds_from_scores(q["label"].to_numpy(), q["score"].to_numpy(), 0.95)[
-            "threshold"
-        ]
+        operating_thresholds(q["label"].to_numpy(), q["score"].to_numpy(), 0.95)["threshold"]
     )
     assert (d / "student_kd_int8_dynamic.onnx").is_file()
 

@@ -44,7 +44,7 @@ from melanoma_kd.data.dataset import CacheDataset
 from melanoma_kd.data.transforms import model_input
 from melanoma_kd.errors import UserError
 from melanoma_kd.io import atomic_path
-from melanoma_kd.selection import SUMMARY, rank_by_validation, run_summaries
+from melanoma_kd.selection import SUMMARY, operating_thresholds, rank_by_validation, run_summaries
 
 # scipy, scikit-learn (metrics) and timm (checkpoints) are imported where used: `predict` loads
 # this module and should start quickly.
@@ -111,20 +111,7 @@ def validation_thresholds(val_predictions: str | Path, sens_target: float) -> di
     df = pd.read_csv(path)
     if not {"label", "score"} <= set(df.columns):
         raise UserError(f"{path}: needs columns label, score")
-    return thresholds_from_scores(df["label"].to_numpy(), df["score"].to_numpy(), sens_target)
-
-
-def thresholds_from_scores(
-    labels: np.ndarray, scores: np.ndarray, sens_target: float
-) -> dict[str, Any]:
-    """See :func:`validation_thresholds`."""
-    from melanoma_kd.metrics import threshold_at_sensitivity, threshold_max_f1
-
-    return {
-        "threshold": threshold_at_sensitivity(labels, scores, sens_target),
-        "threshold_rule": f"highest threshold with sensitivity >= {sens_target:g} on validation",
-        "threshold_max_f1": threshold_max_f1(labels, scores),
-    }
+    return operating_thresholds(df["label"].to_numpy(), df["score"].to_numpy(), sens_target)
 
 
 # --------------------------------------------------------------------------- ONNX metadata
@@ -688,7 +675,7 @@ def quantize_student(
         scored = score_onnx(path, val_cache)
         update_metadata(
             path,
-            thresholds_from_scores(
+            operating_thresholds(
                 scored["label"].to_numpy(), scored["score"].to_numpy(), sens_target
             ),
         )

@@ -21,7 +21,17 @@ from numpy.typing import ArrayLike, NDArray
 
 Metric = Callable[[NDArray[Any], NDArray[Any]], float]
 
+#: TPR floor of the ISIC-2024 partial AUC: pAUC integrates the ROC curve above it (max 0.2).
+PAUC_MIN_TPR = 0.8
+#: Equal-width probability bins of ECE/MCE and the reliability diagram (``evaluate.ece_bins``).
+ECE_BINS = 15
+#: Sensitivity the deployed decision threshold keeps on validation (``evaluate.sens_target``).
+SENS_TARGET = 0.95
+
 __all__ = [
+    "ECE_BINS",
+    "PAUC_MIN_TPR",
+    "SENS_TARGET",
     "calibration_errors",
     "group_bootstrap_ci",
     "holdout_report",
@@ -127,7 +137,7 @@ def pr_auc(y: ArrayLike, s: ArrayLike) -> float:
     return float(_sk().average_precision_score(yy, ss))
 
 
-def pauc_above_tpr(y: ArrayLike, s: ArrayLike, min_tpr: float = 0.8) -> float:
+def pauc_above_tpr(y: ArrayLike, s: ArrayLike, min_tpr: float = PAUC_MIN_TPR) -> float:
     """Partial ROC-AUC above a TPR floor, as scored in ISIC 2024; range ``0 .. 1 - min_tpr``.
 
     Labels are flipped and scores negated, so the region TPR >= ``min_tpr`` of the original ROC
@@ -155,7 +165,9 @@ def _roc_vertices(
     return np.append(0.0, fps / fps[-1]), np.append(0.0, tps / tps[-1])
 
 
-def _pauc_core(y: NDArray[np.int64], s: NDArray[np.float64], min_tpr: float = 0.8) -> float:
+def _pauc_core(
+    y: NDArray[np.int64], s: NDArray[np.float64], min_tpr: float = PAUC_MIN_TPR
+) -> float:
     """:func:`pauc_above_tpr` on already validated inputs."""
     max_fpr = 1.0 - min_tpr
     fpr, tpr = _roc_vertices(1 - y, -s)
@@ -180,7 +192,7 @@ def _pr_auc_core(y: NDArray[np.int64], s: NDArray[np.float64]) -> float:
 # --------------------------------------------------------------------------- calibration
 
 
-def reliability_table(y: ArrayLike, p: ArrayLike, n_bins: int = 15) -> list[dict[str, float]]:
+def reliability_table(y: ArrayLike, p: ArrayLike, n_bins: int = ECE_BINS) -> list[dict[str, float]]:
     """Per-bin calibration table over ``n_bins`` equal-width bins of P(melanoma) on [0, 1].
 
     Bin ``b`` holds ``bin_lo <= p < bin_hi``; ``p == 1.0`` goes in the last bin. Every bin is
@@ -210,7 +222,7 @@ def reliability_table(y: ArrayLike, p: ArrayLike, n_bins: int = 15) -> list[dict
     return table
 
 
-def calibration_errors(y: ArrayLike, p: ArrayLike, n_bins: int = 15) -> dict[str, float]:
+def calibration_errors(y: ArrayLike, p: ArrayLike, n_bins: int = ECE_BINS) -> dict[str, float]:
     """Expected and maximum calibration error (``ece``, ``mce``) from :func:`reliability_table`.
 
     ECE = sum over non-empty bins of (n_b / N) * |mean(p_b) - frac_pos_b|; MCE = max of the gaps.
@@ -226,7 +238,7 @@ def calibration_errors(y: ArrayLike, p: ArrayLike, n_bins: int = 15) -> dict[str
 
 
 def threshold_at_sensitivity(
-    y_val: ArrayLike, s_val: ArrayLike, min_sensitivity: float = 0.95
+    y_val: ArrayLike, s_val: ArrayLike, min_sensitivity: float = SENS_TARGET
 ) -> float:
     """Highest threshold ``t`` whose rule ``s >= t`` keeps sensitivity >= ``min_sensitivity``.
 
@@ -280,7 +292,8 @@ def holdout_report(
     s_val: ArrayLike,
     y_test: ArrayLike,
     s_test: ArrayLike,
-    sens_target: float = 0.95,
+    sens_target: float = SENS_TARGET,
+    n_bins: int = ECE_BINS,
 ) -> dict[str, float]:
     """Holdout metrics, with operating points chosen on validation and applied to holdout.
 
@@ -295,7 +308,7 @@ def holdout_report(
     t_f1 = threshold_max_f1(yv, sv)
     at_sens = metrics_at_threshold(yt, st, t_sens)
     at_f1 = metrics_at_threshold(yt, st, t_f1)
-    cal = calibration_errors(yt, st)
+    cal = calibration_errors(yt, st, n_bins)
     return {
         "roc_auc": roc_auc(yt, st),
         "pr_auc": pr_auc(yt, st),

@@ -1,5 +1,6 @@
 """Choosing on validation: the one rule that picks the teacher to distil, the KD grid point to
-export and the "best teacher" the evaluation compares against.
+export and the "best teacher" the evaluation compares against, and the one rule that sets a
+deployable model's decision threshold (:func:`operating_thresholds`).
 
 A candidate is a training run's ``summary.json`` (written by :mod:`melanoma_kd.runs`), read for
 its validation pAUC and ROC-AUC. Ranking: higher validation pAUC first; a tie is broken by the
@@ -62,3 +63,24 @@ def best_by_validation(summaries: Mapping[str, Path]) -> str:
 def run_summaries(root: str | Path, names: list[str]) -> dict[str, Path]:
     """``{name: root/name/summary.json}`` in the given order."""
     return {name: Path(root) / name / SUMMARY for name in names}
+
+
+THRESHOLD_RULE = "highest threshold with sensitivity >= {target:g} on validation"
+
+
+def operating_thresholds(labels: np.ndarray, scores: np.ndarray, sens_target: float) -> dict:
+    """A model's operating points, chosen on its own validation scores (labels 0/1, P(melanoma)).
+
+    ``threshold`` (what ``predict`` and the deployment decide with) is the highest threshold
+    whose rule ``score >= threshold`` keeps sensitivity >= ``sens_target``; the max-F1
+    threshold is stored beside it for reference. Every deployable model (FP32 and INT8 alike)
+    gets its thresholds from this function, at the step that produces it, and carries them in
+    its metadata.
+    """
+    from melanoma_kd.metrics import threshold_at_sensitivity, threshold_max_f1
+
+    return {
+        "threshold": threshold_at_sensitivity(labels, scores, sens_target),
+        "threshold_rule": THRESHOLD_RULE.format(target=sens_target),
+        "threshold_max_f1": threshold_max_f1(labels, scores),
+    }
