@@ -17,6 +17,7 @@ from tests.stage_deps import (
     check,
     cmd_paths,
     extra_deps,
+    fixed_dvc_yaml,
     import_closure,
     load_stages,
     main,
@@ -162,3 +163,20 @@ def test_cli_prints_a_clean_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 0
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].endswith("0 stage(s) with findings")
+
+
+def test_fix_restores_a_removed_dep_and_drops_an_extra_one(stages: dict[str, Stage]) -> None:
+    """``--fix`` rewrites a stage's source deps to its closure and leaves everything else."""
+    text = (REPO / "dvc.yaml").read_text()
+    assert fixed_dvc_yaml(text, stages) == text  # the committed file is already exact
+    dep = "      - src/melanoma_kd/metrics.py\n"
+    start = text.index("  train_student:\n")
+    end = text.index("    params:", start)
+    assert dep in text[start:end]
+    broken = text[:start] + text[start:end].replace(dep, "") + text[end:]
+    extra = "      - src/melanoma_kd/report.py\n"
+    broken = broken.replace(
+        "      - stages/train_student.py\n", "      - stages/train_student.py\n" + extra, 1
+    )
+    assert broken != text
+    assert fixed_dvc_yaml(broken, stages) == text
