@@ -3,10 +3,10 @@
 On a temporary cache (default 512 train + 128 val images, 64 px, written from seeded synthetic
 arrays) this times, with the same epochs and the same recipe:
 
-* **scratch** — ``runs.run_training`` with the ``Supervised`` objective (the ``train_student``
-  stage's work: augmentation, training, per-epoch validation, dvclive, best checkpoint);
-* **response** / **feature** — the same call with ``ResponseKD`` / ``FeatureKD`` on cached teacher
-  outputs (one ``distill@T-α-method`` grid point each);
+* **scratch** — ``runs.train`` of ``runs.student_run`` (the ``train_student`` stage's work:
+  augmentation, training, per-epoch validation, dvclive, best checkpoint);
+* **response** / **feature** — the same call for a KD point (``student_run(params, point)``, the
+  ``distill@T-α-method`` stage's run) on cached teacher outputs;
 * **teacher pass** — ``compute_teacher_outputs`` for a resnet18 teacher at 64 px over the same
   epochs × train views (the ``teacher_outputs`` stage). The teacher checkpoint is a randomly
   initialised resnet18: its training cost is not part of the KD grid's cost;
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import io
 import os
 import statistics
@@ -42,14 +41,14 @@ import pandas as pd
 import timm
 import torch
 
-from melanoma_kd.config import Params, StudentParams, TrainParams
+from melanoma_kd.config import DistillParams, Params, StudentParams, TrainParams
 from melanoma_kd.data.cache import write_split_cache
 from melanoma_kd.data.dataset import UNLABELLED
 from melanoma_kd.data.transforms import build_augment
-from melanoma_kd.distill import FeatureKD, ResponseKD, Supervised
 from melanoma_kd.models.build import save_checkpoint
-from melanoma_kd.runs import RunPaths, run_training
-from melanoma_kd.teacher_outputs import compute_teacher_outputs, teacher_feature_dims
+from melanoma_kd.points import KDPoint, kd_point
+from melanoma_kd.runs import RunPaths, student_run, train
+from melanoma_kd.teacher_outputs import compute_teacher_outputs
 
 SIZE, TEMPERATURE, ALPHA, GRID_N = 64, 2.0, 0.5, 8
 
@@ -93,6 +92,7 @@ def main() -> None:
         params = Params(
             train=TrainParams(num_threads=args.threads, batch_size=32, patience=100),
             student=StudentParams(image_size=SIZE, epochs=args.epochs),
+            distill=DistillParams(transfer_images=n_transfer),
         )
         torch.set_num_threads(args.threads)
         s, stages = params.student, params.distill.feature_stages
@@ -119,39 +119,30 @@ def main() -> None:
                 transfer_cache=root / "transfer.h5" if transfer else None,
             )
 
-        def student_run(
-            name: str, make_objective, teacher: Path | None, transfer: bool = False
+        def student(
+            name: str, point: KDPoint | None, teacher: Path | None, transfer: bool = False
         ) -> None:
             with contextlib.redirect_stdout(io.StringIO()):
-                run_training(
+                train(
                     params,
-                    arch=s.arch,
-                    schedule_epochs=s.epochs,
-                    lr=s.lr,
-                    image_size=s.image_size,
+                    student_run(params, point, use_transfer=transfer),
                     cache_dir=cache,
                     paths=RunPaths(root / f"{name}.pt", root / "metrics" / name),
-                    make_objective=make_objective,
-                    extra_meta={"role": name, "params_hash": "bench"},
                     teacher_outputs=teacher,
-                    desc=name,
-                    transfer=root / "transfer.h5" if transfer else None,
+                    transfer=root / "transfer.h5",
                 )
 
         teacher_pass()  # untimed warm-up; also produces the outputs the KD runs read
         teacher_pass(transfer=True)
-        dims = teacher_feature_dims(outputs)
-        response = functools.partial(ResponseKD, temperature=TEMPERATURE, alpha=ALPHA)
-        feature = functools.partial(
-            FeatureKD, alpha=ALPHA, n_stages=stages, teacher_dims=dims, image_size=s.image_size
-        )
+        response = kd_point(TEMPERATURE, ALPHA, "response")
+        feature = kd_point(TEMPERATURE, ALPHA, "feature")
         runs = {
-            "scratch": lambda: student_run("scratch", Supervised, None),
-            "response": lambda: student_run("response", response, outputs),
-            "feature": lambda: student_run("feature", feature, outputs),
+            "scratch": lambda: student("scratch", None, None),
+            "response": lambda: student("response", response, outputs),
+            "feature": lambda: student("feature", feature, outputs),
             "teacher pass": teacher_pass,
-            "response+transfer": lambda: student_run("response_t", response, outputs_tr, True),
-            "feature+transfer": lambda: student_run("feature_t", feature, outputs_tr, True),
+            "response+transfer": lambda: student("response_t", response, outputs_tr, True),
+            "feature+transfer": lambda: student("feature_t", feature, outputs_tr, True),
             "teacher pass+transfer": lambda: teacher_pass(transfer=True),
         }
         runs["scratch"]()  # untimed warm-up of the student path

@@ -22,12 +22,13 @@ Each model gets one untimed warm-up run of each loop, then ``--rounds`` rounds t
 which loop goes first; the figures are medians over rounds, and the ratio is ours/bare
 (target ≥ 0.9). A fresh, identically seeded model is built for every run.
 
-Finally a short **teacher run** (``runs.run_training`` for resnet18, augmentation on, dvclive,
-checkpointing — what the ``train_teacher`` stage does) is executed in a child process and its peak
-resident set size is read with ``resource.getrusage(RUSAGE_SELF).ru_maxrss``. Linux carries
-``ru_maxrss`` across ``fork``+``execve``, so a child started straight from this (large) process
-would report *our* peak; the child is therefore started through an intermediate ``/bin/sh`` that
-forks it, and ``VmHWM`` from ``/proc/self/status`` (per address space) is printed as a cross-check.
+Finally a short **teacher run** (``runs.train`` of ``runs.teacher_run("resnet18")``, augmentation
+on, dvclive, checkpointing — what the ``train_teacher`` stage does) is executed in a child process
+and its peak resident set size is read with ``resource.getrusage(RUSAGE_SELF).ru_maxrss``. Linux
+carries ``ru_maxrss`` across ``fork``+``execve``, so a child started straight from this (large)
+process would report *our* peak; the child is therefore started through an intermediate
+``/bin/sh`` that forks it, and ``VmHWM`` from ``/proc/self/status`` (per address space) is printed
+as a cross-check.
 
     .venv/bin/python benchmarks/train_loop.py [--threads 2] [--images 256] [--rounds 3]
 """
@@ -169,26 +170,20 @@ def data_path_seconds(train: CacheDataset, threads: int, repeats: int = 3) -> fl
 
 def teacher_rss_child(workdir: Path, threads: int) -> None:
     """Run a short resnet18 teacher run and print ``baseline_kib peak_kib seconds``."""
-    from melanoma_kd.runs import RunPaths, run_training
+    from melanoma_kd.runs import RunPaths, teacher_run, train
 
     os.chdir(workdir)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     params = Params(
         train=TrainParams(num_threads=threads, batch_size=BATCH),
-        teachers=TeachersParams(archs=["resnet18"], image_size=SIZE, epochs=1),
+        teachers=TeachersParams(archs=["resnet18"], image_size=SIZE, epochs=1, lr=LR),
     )
     start = time.perf_counter()
-    run_training(
+    train(
         params,
-        arch="resnet18",
-        schedule_epochs=1,
-        lr=LR,
-        image_size=SIZE,
+        teacher_run(params, "resnet18"),
         cache_dir=workdir / "cache",
         paths=RunPaths(workdir / "teacher.pt", workdir / "m"),
-        make_objective=Supervised,
-        extra_meta={"role": "teacher", "params_hash": "bench"},
-        desc="teacher (benchmark)",
     )
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

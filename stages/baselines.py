@@ -13,11 +13,11 @@ from melanoma_kd.errors import cli_entry
 def main(argv: list[str] | None = None) -> None:
     """Parse paths, validate params, fit and score the baselines, write the outputs."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--cache-dir", default="data/cache", help="holds {train,val,holdout}.h5")
-    ap.add_argument("--out-metrics", default="metrics/baselines.json")
-    ap.add_argument("--predictions-dir", default="metrics/predictions")
-    ap.add_argument("--table", default="plots/baselines.csv")
+    ap.add_argument("--params", required=True)
+    ap.add_argument("--cache-dir", required=True, help="holds {train,val,holdout}.h5")
+    ap.add_argument("--out-metrics", required=True)
+    ap.add_argument("--predictions-dir", required=True)
+    ap.add_argument("--table", required=True)
     args = ap.parse_args(argv)
 
     params = load_params(args.params)

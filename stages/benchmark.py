@@ -2,7 +2,7 @@
 parameter counts → metrics JSON, a markdown deployment table and a latency-vs-val-pAUC plot.
 
 Timings are not reproducible, so those three files are untracked; the stage's DVC output is
-``--timed``, the list of what was timed (see :func:`melanoma_kd.deploy.timed_models`)."""
+``--timed``, the list of what was timed (see :func:`melanoma_kd.deploy.tables.timed_models`)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,8 @@ import argparse
 from pathlib import Path
 
 from melanoma_kd.config import load_params
-from melanoma_kd.deploy import (
-    benchmark,
-    deployment_table,
-    plot_latency_pareto,
-    timed_models,
-)
+from melanoma_kd.deploy.benchmark import benchmark
+from melanoma_kd.deploy.tables import deployment_table, plot_latency_pareto, timed_models
 from melanoma_kd.errors import UserError, cli_entry
 from melanoma_kd.io import atomic_path, read_json, write_json
 
@@ -23,7 +19,7 @@ from melanoma_kd.io import atomic_path, read_json, write_json
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", required=True)
     ap.add_argument("--onnx-dir", required=True)
     ap.add_argument("--quantize-metrics", required=True)
     ap.add_argument("--out", required=True)

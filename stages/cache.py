@@ -15,7 +15,7 @@ from melanoma_kd.io import sha256_file, sha256_json
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", required=True)
     ap.add_argument("--splits", required=True)
     ap.add_argument("--images", required=True, help="preprocessed images (remove_hair output)")
     ap.add_argument("--synth-csv", required=True, help="kept generated positives (table)")

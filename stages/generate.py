@@ -24,7 +24,7 @@ from melanoma_kd.errors import cli_entry
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", required=True)
     ap.add_argument("--out", required=True, help="output folder (replaced atomically)")
     ap.add_argument("--plot", required=True, help="sample grid PNG")
     args = ap.parse_args(argv)

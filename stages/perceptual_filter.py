@@ -34,7 +34,7 @@ from melanoma_kd.io import write_json
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", required=True)
     ap.add_argument("--splits", required=True)
     ap.add_argument("--images", required=True, help="preprocessed real images")
     ap.add_argument("--candidates-h5", required=True)

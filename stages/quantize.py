@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from melanoma_kd.config import load_params
-from melanoma_kd.deploy import quantize_student
+from melanoma_kd.deploy.quantize import quantize_student
 from melanoma_kd.errors import cli_entry
 from melanoma_kd.io import write_json
 
@@ -14,14 +14,16 @@ from melanoma_kd.io import write_json
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", required=True)
     ap.add_argument("--model", required=True, help="fp32 ONNX student")
     ap.add_argument("--train-cache", required=True, help="calibration images are drawn from it")
     ap.add_argument("--val-cache", required=True)
     ap.add_argument("--out", required=True, help="static QDQ INT8 model")
     ap.add_argument("--dynamic-out", required=True, help="dynamic INT8 model (comparison)")
-    ap.add_argument("--deploy-model", help="fp32 deploy-size copy to quantize for latency")
-    ap.add_argument("--deploy-out")
+    ap.add_argument(
+        "--deploy-model", required=True, help="fp32 deploy-size copy to quantize for latency"
+    )
+    ap.add_argument("--deploy-out", required=True, help="its static QDQ INT8 model")
     ap.add_argument("--metrics", required=True)
     args = ap.parse_args(argv)
 

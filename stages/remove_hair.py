@@ -20,7 +20,7 @@ from melanoma_kd.io import write_json
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", required=True)
     ap.add_argument("--manifest", required=True, help="data/manifest.csv from ingest")
     ap.add_argument(
         "--truth",

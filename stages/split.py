@@ -15,7 +15,7 @@ from melanoma_kd.io import atomic_path, write_json
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", required=True)
     ap.add_argument("--manifest", required=True)
     ap.add_argument("--out", required=True, help="manifest with a split column")
     ap.add_argument("--metrics", required=True, help="split_metadata.json")

@@ -17,7 +17,7 @@ from melanoma_kd.errors import cli_entry
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", required=True)
     ap.add_argument("--splits", required=True, help="split table (data/splits.csv)")
     ap.add_argument("--images", required=True, help="preprocessed images (remove_hair output)")
     ap.add_argument("--out-h5", required=True, help="generated images (PNG store)")

@@ -16,7 +16,7 @@ from melanoma_kd.train import set_determinism
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", required=True)
     ap.add_argument("--cache-dir", required=True)
     ap.add_argument("--teachers-dir", required=True, help="models/teachers (<arch>.pt)")
     ap.add_argument(

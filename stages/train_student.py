@@ -6,16 +6,15 @@ import argparse
 from pathlib import Path
 
 from melanoma_kd.config import load_params
-from melanoma_kd.distill import Supervised
 from melanoma_kd.errors import cli_entry
 from melanoma_kd.launch import torchrun_if_needed
-from melanoma_kd.runs import RunPaths, params_hash, run_training
+from melanoma_kd.runs import RunPaths, student_run, train
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", required=True)
     ap.add_argument("--cache-dir", required=True)
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--metrics-dir", required=True)
@@ -24,21 +23,11 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     if (code := torchrun_if_needed(params.train)) is not None:
         raise SystemExit(code)  # train.nproc > 1: the torchrun workers did the run
-    s = params.student
-    run_training(
+    train(
         params,
-        arch=s.arch,
-        schedule_epochs=s.epochs,
-        lr=s.lr,
-        image_size=s.image_size,
+        student_run(params),
         cache_dir=Path(args.cache_dir),
         paths=RunPaths(Path(args.checkpoint), Path(args.metrics_dir)),
-        make_objective=Supervised,
-        extra_meta={
-            "role": "student",
-            "params_hash": params_hash(params, "train", "augment", "models", "student"),
-        },
-        desc="student (scratch)",
     )
 
 

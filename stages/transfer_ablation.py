@@ -16,8 +16,10 @@ from melanoma_kd.runs import RunPaths
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--selected", required=True, help="export stage's selected_student.json")
+    ap.add_argument("--params", required=True)
+    ap.add_argument(
+        "--selected", required=True, help="select_student's record (models/selected_student.json)"
+    )
     ap.add_argument("--cache-dir", required=True)
     ap.add_argument("--teacher-outputs", required=True)
     ap.add_argument("--checkpoint", required=True)

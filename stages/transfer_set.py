@@ -16,7 +16,7 @@ from melanoma_kd.io import write_json
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", required=True)
     ap.add_argument("--splits", required=True, help="data/splits.csv (ids that must not appear)")
     ap.add_argument("--out", required=True, help="transfer-set cache (HDF5)")
     ap.add_argument("--metrics", required=True)

@@ -80,7 +80,10 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
 
 
 def params_file(tmp: Path, root: Path | None = None, **sections: dict) -> Path:
-    data: dict = {"data": {"source": "isic2024", "root": str(root or tmp)}}
+    data: dict = {
+        "data": {"source": "isic2024", "root": str(root or tmp)},
+        "distill": {"transfer_images": 0},  # real data would need distill.transfer_dir
+    }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     path = tmp / "params.yaml"

@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 
 from melanoma_kd import baselines as bl
+from melanoma_kd import handcrafted as hc
+from melanoma_kd.data.lesion import segment_lesion
 from melanoma_kd.errors import UserError
 
 STAGE = Path(__file__).resolve().parents[1] / "stages" / "baselines.py"
@@ -140,14 +142,14 @@ def test_features_are_finite_with_the_right_shape() -> None:
             rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8),  # pure noise
         ]
     )
-    feats = bl.extract_features(images)
-    assert feats.shape == (5, len(bl.FEATURE_NAMES))
-    assert len(set(bl.FEATURE_NAMES)) == len(bl.FEATURE_NAMES)
+    feats = hc.extract_features(images)
+    assert feats.shape == (5, len(hc.FEATURE_NAMES))
+    assert len(set(hc.FEATURE_NAMES)) == len(hc.FEATURE_NAMES)
     assert np.isfinite(feats).all()
     # non-square images work too, and each image's features do not depend on its block
     wide = rng.integers(0, 256, (3, 40, 56, 3), dtype=np.uint8)
-    assert np.isfinite(bl.extract_features(wide)).all()
-    np.testing.assert_array_equal(bl.extract_features(images[1:2])[0], feats[1])
+    assert np.isfinite(hc.extract_features(wide)).all()
+    np.testing.assert_array_equal(hc.extract_features(images[1:2])[0], feats[1])
 
 
 def test_segmentation_finds_the_lesion() -> None:
@@ -159,18 +161,18 @@ def test_segmentation_finds_the_lesion() -> None:
     fov = np.zeros((SIZE, SIZE), np.uint8)
     cv2.circle(fov, (32, 32), 31, 1, thickness=-1)
     img[fov == 0] = (4, 3, 3)  # black vignette corners, far larger than the lesion
-    mask = bl.segment_lesion(img)
+    mask = segment_lesion(img)
     iou = (mask & truth).sum() / (mask | truth).sum()
     assert iou > 0.9
-    assert bl.segment_lesion(np.full((SIZE, SIZE, 3), 200, np.uint8)).any()  # never empty
+    assert segment_lesion(np.full((SIZE, SIZE, 3), 200, np.uint8)).any()  # never empty
 
 
 def test_asymmetry_is_zero_for_symmetric_shapes_and_large_for_a_blob() -> None:
-    disc = bl.shape_features(disc_mask())
+    disc = hc.shape_features(disc_mask())
     ellipse = np.zeros((SIZE, SIZE), np.uint8)
     cv2.ellipse(ellipse, (32, 31), (22, 10), 30, 0, 360, 1, thickness=-1)  # tilted 30°
-    tilted = bl.shape_features(ellipse.astype(bool))
-    blob = bl.shape_features(blob_mask())
+    tilted = hc.shape_features(ellipse.astype(bool))
+    blob = hc.shape_features(blob_mask())
     for sym in (disc, tilted):
         assert sym["asymmetry_major"] < 0.06
         assert sym["asymmetry_minor"] < 0.06
@@ -179,8 +181,8 @@ def test_asymmetry_is_zero_for_symmetric_shapes_and_large_for_a_blob() -> None:
 
 
 def test_border_irregularity_is_one_for_a_circle_and_larger_for_a_star() -> None:
-    circle = bl.shape_features(disc_mask())
-    star = bl.shape_features(star_mask())
+    circle = hc.shape_features(disc_mask())
+    star = hc.shape_features(star_mask())
     assert 0.9 < circle["border_irregularity"] < 1.15
     assert star["border_irregularity"] > 2.0
     assert circle["solidity"] > 0.95 > 0.7 > star["solidity"]
@@ -193,13 +195,13 @@ def test_texture_features_on_flat_and_checkerboard_regions() -> None:
     flat = np.full((1, SIZE, SIZE), 100, np.uint8)
     checker = ((np.indices((SIZE, SIZE)).sum(axis=0) % 2) * 200).astype(np.uint8)[None]
     mask = disc_mask()[None]
-    g_flat, g_checker = bl.glcm_features(flat, mask)[0], bl.glcm_features(checker, mask)[0]
+    g_flat, g_checker = hc.glcm_features(flat, mask)[0], hc.glcm_features(checker, mask)[0]
     contrast, homogeneity, energy, correlation, entropy = range(5)
     assert g_flat[contrast] == 0 and g_flat[homogeneity] == pytest.approx(1.0)
     assert g_flat[energy] == pytest.approx(1.0) and g_flat[correlation] == 1.0
     assert g_flat[entropy] == 0
     assert g_checker[contrast] > 50 and g_checker[homogeneity] < 0.5
-    lbp = bl.lbp_histograms(np.concatenate([flat, checker]), np.concatenate([mask, mask]))
+    lbp = hc.lbp_histograms(np.concatenate([flat, checker]), np.concatenate([mask, mask]))
     np.testing.assert_allclose(lbp.sum(axis=1), 1.0)
     assert lbp[0, 8] == 1.0  # flat: every neighbour >= centre
     # checkerboard: dark centres see only >= neighbours (uniform, 8 ones); bright centres see
@@ -209,7 +211,7 @@ def test_texture_features_on_flat_and_checkerboard_regions() -> None:
 
 
 def test_colour_variegation_counts_colours() -> None:
-    names = list(bl.FEATURE_NAMES)
+    names = list(hc.FEATURE_NAMES)
     skin, brown, black, blue = (222, 178, 150), (135, 90, 62), (50, 35, 35), (95, 100, 125)
     plain = np.full((SIZE, SIZE, 3), skin, np.uint8)
     cv2.circle(plain, (32, 32), 18, brown, thickness=-1)
@@ -218,7 +220,7 @@ def test_colour_variegation_counts_colours() -> None:
     cv2.ellipse(three, (32, 32), (18, 18), 0, 120, 240, blue, thickness=-1)
     rng = np.random.default_rng(3)
     benign, mel = (lesion_image(rng, m) for m in (False, True))
-    feats = bl.extract_features(np.stack([plain, three, benign, mel]))
+    feats = hc.extract_features(np.stack([plain, three, benign, mel]))
     n_colours = feats[:, names.index("n_colours")]
     assert n_colours[0] == 1 and n_colours[1] == 3
     assert n_colours[3] > n_colours[2]
@@ -271,7 +273,7 @@ def test_stage_is_deterministic_writes_the_contract_and_models_separate_an_easy_
         assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
 
     metrics = json.loads((first / "metrics" / "baselines.json").read_text())
-    assert metrics["n_features"] == len(bl.FEATURE_NAMES)
+    assert metrics["n_features"] == len(hc.FEATURE_NAMES)
     assert set(metrics) - {"n_features"} == set(bl.MODELS)
     for name in bl.MODELS:
         m = metrics[name]

@@ -62,6 +62,39 @@ def test_every_section_of_the_model_is_in_params_yaml() -> None:
     assert set(_default_raw()) == set(Params.model_fields)
 
 
+def _leaves(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every ``(section, key)`` leaf of a params mapping (list values are leaves too)."""
+    return [(section, key) for section, keys in raw.items() for key in keys]
+
+
+def _defaults_differing(raw: dict[str, Any]) -> list[str]:
+    """Dotted keys whose model default differs from the (validated) value in ``raw``."""
+    defaults, given = Params(), parse_params(raw)
+    return [
+        f"{section}.{key}: default {getattr(getattr(defaults, section), key)!r}, "
+        f"file {getattr(getattr(given, section), key)!r}"
+        for section, key in _leaves(raw)
+        if getattr(getattr(defaults, section), key) != getattr(getattr(given, section), key)
+    ]
+
+
+def test_model_defaults_equal_params_yaml() -> None:
+    """A default that drifts from the shipped params.yaml makes code that builds a section
+    without the file (tests, benchmarks, the predict CLI) run a different recipe."""
+    raw = _default_raw()
+    assert _leaves(raw) == [
+        (s, k) for s, m in Params.model_fields.items() for k in m.annotation.model_fields
+    ]  # every field is in the file, in order
+    assert _defaults_differing(raw) == []
+
+
+def test_default_drift_check_can_fail() -> None:
+    raw = _set(_default_raw(), "generate.n_images", 1234)
+    raw = _set(raw, "distill.temperature", [1, 2])
+    drift = _defaults_differing(raw)
+    assert [d.split(":")[0] for d in drift] == ["generate.n_images", "distill.temperature"]
+
+
 @pytest.mark.parametrize(
     ("dotted", "value", "key_in_msg"),
     [

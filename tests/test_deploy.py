@@ -1,4 +1,4 @@
-"""Deployment: KD point selection, ONNX export parity, INT8 quantization, latency benchmark."""
+"""Deployment: ONNX export parity and thresholds, INT8 quantization, latency benchmark."""
 
 from __future__ import annotations
 
@@ -13,15 +13,19 @@ import pandas as pd
 import pytest
 import timm
 import torch
+import yaml
 from scipy.stats import spearmanr
 
-from melanoma_kd import deploy
 from melanoma_kd.data.cache import write_split_cache
+from melanoma_kd.deploy import benchmark as latency
+from melanoma_kd.deploy import export, onnx_model, quantize, tables
 from melanoma_kd.errors import UserError
 from melanoma_kd.inference import score_checkpoint
 from melanoma_kd.io import write_json
 from melanoma_kd.models.build import NUM_CLASSES, save_checkpoint
 from melanoma_kd.selection import operating_thresholds
+from tests.conftest import REPO_ROOT
+from tests.test_bad_input import assert_one_line_error, stage
 
 TINY_ARCH = "mobilenetv3_small_050"
 SIZE = 32
@@ -99,7 +103,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     val = write_cache(root / "cache" / "val.h5", 36, seed=2, split="val")
     ckpt = tiny_checkpoint(root / "models" / "tiny.pt", train)
     onnx_path = root / "onnx" / "student_kd.onnx"
-    report = deploy.export_checkpoint(
+    report = export.export_checkpoint(
         ckpt,
         onnx_path,
         val,
@@ -118,43 +122,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }  # type: ignore[dict-item]
 
 
-# --------------------------------------------------------------------------- selection
-
-
-def _summary(root: Path, point: str, pauc: float, auc: float, **extra: float) -> None:
-    write_json(root / point / "summary.json", {"val_pauc": pauc, "val_roc_auc": auc, **extra})
-
-
-def test_select_student_uses_validation_pauc_then_auc_then_name(tmp_path: Path) -> None:
-    _summary(tmp_path, "1-0.5-response", 0.10, 0.80)
-    _summary(tmp_path, "2-0.5-response", 0.10, 0.85)
-    # best on holdout, worse on validation: must not be chosen
-    _summary(tmp_path, "4-0.9-feature", 0.09, 0.99, holdout_pauc=0.2)
-    assert deploy.select_student(tmp_path) == "2-0.5-response"
-    _summary(tmp_path, "0-0.5-response", 0.10, 0.85)  # exact tie -> name order
-    assert deploy.select_student(tmp_path) == "0-0.5-response"
-    ranking = deploy.rank_students(tmp_path)
-    assert [r["point"] for r in ranking][-1] == "4-0.9-feature"
-
-
-def test_select_student_restricted_to_the_current_grid(tmp_path: Path) -> None:
-    _summary(tmp_path, "1-0.5-response", 0.10, 0.80)
-    _summary(tmp_path, "9-0.5-response", 0.19, 0.99)  # a stale point no longer in params
-    assert deploy.select_student(tmp_path, ["1-0.5-response"]) == "1-0.5-response"
-    with pytest.raises(UserError, match=r"2-0\.9-feature"):
-        deploy.select_student(tmp_path, ["1-0.5-response", "2-0.9-feature"])
-
-
-def test_select_student_bad_summaries(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="not found"):
-        deploy.select_student(tmp_path / "missing")
-    with pytest.raises(UserError, match="no KD point"):
-        deploy.select_student(tmp_path)
-    write_json(tmp_path / "p" / "summary.json", {"val_roc_auc": 0.8})
-    with pytest.raises(UserError, match="val_pauc"):
-        deploy.select_student(tmp_path)
-
-
 def test_validation_thresholds(tmp_path: Path) -> None:
     path = tmp_path / "val_predictions.csv"
     pd.DataFrame(
@@ -164,7 +131,7 @@ def test_validation_thresholds(tmp_path: Path) -> None:
             "score": [0.1, 0.2, 0.3, 0.4, 0.5, 0.8, 0.9],
         }
     ).to_csv(path, index=False)
-    t = deploy.validation_thresholds(path, 0.95)
+    t = export.validation_thresholds(path, 0.95)
     assert t["threshold"] == pytest.approx(0.3)  # highest threshold keeping all 3 positives
     assert t["threshold_max_f1"] == pytest.approx(0.8)
     assert "validation" in t["threshold_rule"]
@@ -177,7 +144,7 @@ def test_export_parity_metadata_and_dynamic_batch(workspace: dict) -> None:
     path, report = workspace["onnx"], workspace["report"]["native"]
     assert report["max_abs_prob_diff"] <= 1e-4
     assert report["parity_images"] == 32  # the first validation batch
-    meta = deploy.read_metadata(path)
+    meta = onnx_model.read_metadata(path)
     assert meta["arch"] == TINY_ARCH and meta["image_size"] == SIZE
     assert meta["mean"] == pytest.approx([0.485, 0.456, 0.406])
     assert meta["threshold"] == 0.5 and meta["name"] == "student_kd"
@@ -187,11 +154,11 @@ def test_export_parity_metadata_and_dynamic_batch(workspace: dict) -> None:
         "logits"
     ]
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
-    clf = deploy.OnnxClassifier(path, threads=1)
+    clf = onnx_model.OnnxClassifier(path, threads=1)
     for n in (1, 5):
         assert clf.logits(np.zeros((n, 3, SIZE, SIZE), np.float32)).shape == (n, 2)
     # score_onnx agrees with the PyTorch scorer on the whole split
-    onnx_scores = deploy.score_onnx(path, workspace["val"], threads=1)
+    onnx_scores = onnx_model.score_onnx(path, workspace["val"], threads=1)
     torch_scores = score_checkpoint(workspace["ckpt"], workspace["val"])
     assert list(onnx_scores.columns) == ["image_id", "label", "score", "patient_id"]
     assert (onnx_scores["image_id"] == torch_scores["image_id"]).all()
@@ -200,7 +167,7 @@ def test_export_parity_metadata_and_dynamic_batch(workspace: dict) -> None:
 
 def test_export_deploy_size_copy(workspace: dict, tmp_path: Path) -> None:
     out, deploy_out = tmp_path / "m.onnx", tmp_path / "m_64.onnx"
-    report = deploy.export_checkpoint(
+    report = export.export_checkpoint(
         workspace["ckpt"],
         out,
         workspace["val"],
@@ -212,7 +179,7 @@ def test_export_deploy_size_copy(workspace: dict, tmp_path: Path) -> None:
         deploy_size=64,
     )
     assert report["deploy"]["max_abs_prob_diff"] <= 1e-4
-    meta = deploy.read_metadata(deploy_out)
+    meta = onnx_model.read_metadata(deploy_out)
     assert meta["image_size"] == 64 and meta["latency_only"] is True
     assert meta["trained_image_size"] == SIZE
     assert "threshold" not in meta and "preprocess" not in meta  # not for predictions
@@ -246,16 +213,16 @@ def _random_checkpoint(path: Path, arch: str, size: int) -> Path:
 
 def test_input_size_problem_asks_the_model() -> None:
     cnn = timm.create_model(TINY_ARCH, pretrained=False, num_classes=NUM_CLASSES)
-    assert deploy.input_size_problem(cnn, 224) is None
-    assert deploy.input_size_problem(cnn, 48) is None
+    assert export.input_size_problem(cnn, 224) is None
+    assert export.input_size_problem(cnn, 48) is None
     fixed = timm.create_model(FIXED_ARCH, pretrained=False, num_classes=NUM_CLASSES)
-    assert deploy.input_size_problem(fixed, FIXED_SIZE) is None
-    problem = deploy.input_size_problem(fixed, 224)
+    assert export.input_size_problem(fixed, FIXED_SIZE) is None
+    problem = export.input_size_problem(fixed, 224)
     assert problem is not None and "224" in problem and "\n" not in problem
     # no patch embedding to inspect: the window partition itself rejects the size
     windows = timm.create_model("test_maxvit", pretrained=False, num_classes=NUM_CLASSES)
-    assert deploy.input_size_problem(windows, 224) is not None
-    assert deploy.input_size_problem(windows, 160) is None
+    assert export.input_size_problem(windows, 224) is not None
+    assert export.input_size_problem(windows, 160) is None
 
 
 @pytest.mark.parametrize(
@@ -268,7 +235,7 @@ def test_export_deploy_copy_at_a_size_the_model_accepts(
 ) -> None:
     ckpt = _random_checkpoint(tmp_path / f"{arch}.pt", arch, FIXED_SIZE)
     out, deploy_out = tmp_path / "t.onnx", tmp_path / f"t_{deploy_size}.onnx"
-    report = deploy.export_checkpoint(
+    report = export.export_checkpoint(
         ckpt,
         out,
         workspace["val"],
@@ -282,7 +249,7 @@ def test_export_deploy_copy_at_a_size_the_model_accepts(
     assert report["deploy"]["image_size"] == expected
     assert report["deploy"]["max_abs_prob_diff"] <= 1e-4
     assert _input_hw(deploy_out) == [expected, expected]
-    meta = deploy.read_metadata(deploy_out)
+    meta = onnx_model.read_metadata(deploy_out)
     assert meta["image_size"] == expected and meta["trained_image_size"] == FIXED_SIZE
     if expected == deploy_size:
         assert "requested_image_size" not in meta and "input_size_note" not in meta
@@ -290,7 +257,7 @@ def test_export_deploy_copy_at_a_size_the_model_accepts(
         assert meta["requested_image_size"] == deploy_size
         note = meta["input_size_note"]
         assert arch in note and f"{deploy_size} px" in note and "\n" not in note
-    clf = deploy.OnnxClassifier(deploy_out, threads=1)  # ORT runs it at that size
+    clf = onnx_model.OnnxClassifier(deploy_out, threads=1)  # ORT runs it at that size
     assert clf.logits(np.zeros((2, 3, expected, expected), np.float32)).shape == (2, 2)
 
 
@@ -299,11 +266,11 @@ def test_export_failure_is_one_line_without_the_ir_dump(
 ) -> None:
     ckpt = _random_checkpoint(tmp_path / "dyn.pt", DYNAMIC_ARCH, FIXED_SIZE)
     model = timm.create_model(DYNAMIC_ARCH, pretrained=False, num_classes=NUM_CLASSES)
-    assert deploy.input_size_problem(model, 64) is None  # PyTorch takes 64 px...
+    assert export.input_size_problem(model, 64) is None  # PyTorch takes 64 px...
     out, deploy_out = tmp_path / "dyn.onnx", tmp_path / "dyn_64.onnx"
     capfd.readouterr()
     with pytest.raises(UserError) as info:  # ...the exporter cannot write its resampling
-        deploy.export_checkpoint(
+        export.export_checkpoint(
             ckpt,
             out,
             workspace["val"],
@@ -327,7 +294,7 @@ def test_export_model_that_rejects_its_trained_size_is_one_line(
 ) -> None:
     ckpt = _random_checkpoint(tmp_path / "bad.pt", FIXED_ARCH, 64)  # trained size it rejects
     with pytest.raises(UserError) as info:
-        deploy.export_checkpoint(
+        export.export_checkpoint(
             ckpt, tmp_path / "bad.onnx", workspace["val"], name="teacher_x", opset=17, atol=1e-4
         )
     msg = str(info.value)
@@ -338,13 +305,13 @@ def test_export_model_that_rejects_its_trained_size_is_one_line(
 def test_export_parity_failure_raises_and_leaves_no_file(
     workspace: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = deploy.OnnxClassifier.logits
+    real = onnx_model.OnnxClassifier.logits
     monkeypatch.setattr(
-        deploy.OnnxClassifier, "logits", lambda self, x: real(self, x) + np.array([0.0, 0.5])
+        onnx_model.OnnxClassifier, "logits", lambda self, x: real(self, x) + np.array([0.0, 0.5])
     )
     out = tmp_path / "bad.onnx"
     with pytest.raises(UserError, match="parity failed"):
-        deploy.export_checkpoint(
+        export.export_checkpoint(
             workspace["ckpt"], out, workspace["val"], name="bad", opset=17, atol=1e-4
         )
     assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary
@@ -352,7 +319,7 @@ def test_export_parity_failure_raises_and_leaves_no_file(
 
 def test_export_missing_checkpoint_is_user_error(workspace: dict, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="checkpoint not found"):
-        deploy.export_checkpoint(
+        export.export_checkpoint(
             tmp_path / "nope.pt",
             tmp_path / "x.onnx",
             workspace["val"],
@@ -362,21 +329,54 @@ def test_export_missing_checkpoint_is_user_error(workspace: dict, tmp_path: Path
         )
 
 
+def test_export_stage_exports_the_selected_point(workspace: dict, tmp_path: Path) -> None:
+    """export_student: the KD point select_student recorded, with that point's own validation
+    thresholds; a flag of the other source (``--checkpoint``'s) is refused in one line."""
+    point = "4-0.5-response"
+    (tmp_path / "models" / "distill").mkdir(parents=True)
+    shutil.copy(workspace["ckpt"], tmp_path / "models" / "distill" / f"{point}.pt")
+    preds = tmp_path / "metrics" / "distill" / point / "val_predictions.csv"
+    preds.parent.mkdir(parents=True)
+    pd.DataFrame(
+        {"image_id": list("abcd"), "label": [0, 1, 0, 1], "score": [0.1, 0.7, 0.3, 0.9]}
+    ).to_csv(preds, index=False)
+    write_json(tmp_path / "models" / "selected_student.json", {"point": point})
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    common = [
+        *("--params", "params.yaml", "--name", "student_kd", "--val-cache", str(workspace["val"])),
+        *("--out", "kd.onnx", "--metrics", "kd.json", "--selected", "models/selected_student.json"),
+    ]
+    proc = stage(
+        "export.py",
+        *common,
+        *("--checkpoint-dir", "models/distill", "--runs-dir", "metrics/distill"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    meta = onnx_model.read_metadata(tmp_path / "kd.onnx")
+    assert meta["source_checkpoint"] == f"models/distill/{point}.pt"
+    expected = export.validation_thresholds(preds, params["evaluate"]["sens_target"])
+    assert meta["threshold"] == pytest.approx(expected["threshold"])
+    proc = stage("export.py", *common, "--val-predictions", str(preds), cwd=tmp_path)
+    assert_one_line_error(proc, "--selected")
+
+
 # --------------------------------------------------------------------------- quantization
 
 
 def test_calibration_draw_is_seeded_and_distinct() -> None:
-    a = deploy.calibration_indices(100, 16, seed=3)
-    assert (a == deploy.calibration_indices(100, 16, seed=3)).all()
+    a = quantize.calibration_indices(100, 16, seed=3)
+    assert (a == quantize.calibration_indices(100, 16, seed=3)).all()
     assert len(set(a.tolist())) == 16 and (np.diff(a) > 0).all()
-    assert not (a == deploy.calibration_indices(100, 16, seed=4)).all()
-    assert len(deploy.calibration_indices(10, 16, seed=0)) == 10
+    assert not (a == quantize.calibration_indices(100, 16, seed=4)).all()
+    assert len(quantize.calibration_indices(10, 16, seed=0)) == 10
 
 
 @pytest.fixture(scope="module")
 def quantized(workspace: dict) -> dict:
     d = workspace["root"] / "onnx"
-    report = deploy.quantize_student(
+    report = quantize.quantize_student(
         workspace["onnx"],
         d / "student_kd_int8.onnx",
         d / "student_kd_int8_dynamic.onnx",
@@ -394,16 +394,16 @@ def quantized(workspace: dict) -> dict:
 def test_static_int8_runs_and_tracks_fp32(workspace: dict, quantized: dict) -> None:
     d = workspace["root"] / "onnx"
     int8 = d / "student_kd_int8.onnx"
-    fp = deploy.score_onnx(workspace["onnx"], workspace["val"], threads=1)
-    q = deploy.score_onnx(int8, workspace["val"], threads=1)
+    fp = onnx_model.score_onnx(workspace["onnx"], workspace["val"], threads=1)
+    q = onnx_model.score_onnx(int8, workspace["val"], threads=1)
     rho = spearmanr(fp["score"], q["score"]).statistic
     assert rho >= 0.98, rho
     assert quantized["int8_spearman_vs_fp32"] == pytest.approx(rho, abs=1e-6)
     # it really is a QDQ INT8 graph with int8 weights
     ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
-    assert deploy.file_mb(int8) < deploy.file_mb(workspace["onnx"])
-    meta = deploy.read_metadata(int8)
+    assert onnx_model.file_mb(int8) < onnx_model.file_mb(workspace["onnx"])
+    meta = onnx_model.read_metadata(int8)
     assert meta["quantization"] == "static_qdq" and meta["calibration_images"] == 24
     assert meta["arch"] == TINY_ARCH and meta["image_size"] == SIZE
     assert meta["threshold"] == pytest.approx(
@@ -444,11 +444,11 @@ def test_benchmark_schema_report_and_plot(
 ) -> None:
     # "all cores" = 1 here: the schema is the point, and a 2-thread pool on a shared CI box
     # costs seconds per call.
-    monkeypatch.setattr(deploy, "all_cores", lambda: 1)
+    monkeypatch.setattr(latency, "all_cores", lambda: 1)
     d = workspace["root"] / "onnx"
     for name in ("student_scratch", "teacher_tiny"):
         shutil.copy(workspace["onnx"], d / f"{name}.onnx")
-    bench = deploy.benchmark(
+    bench = latency.benchmark(
         d, ["tiny"], warmup=1, runs=3, deploy_size=224, quantize_metrics=quantized
     )
     json.dumps(bench)  # serialisable
@@ -471,23 +471,23 @@ def test_benchmark_schema_report_and_plot(
     assert "ort_int8" not in bench["models"]["teacher_tiny"]
     assert bench["ratios"]["teacher_best"] == "tiny"
     assert bench["ratios"]["teacher_best_over_student_ort_fp32_p50_t1"] > 0
-    table = deploy.deployment_table(bench, quantized)
+    table = tables.deployment_table(bench, quantized)
     assert "| student_kd | ORT INT8 static QDQ |" in table and "teacher_best" in table
     plot = tmp_path / "latency_pareto.png"
-    deploy.plot_latency_pareto(bench, plot)
+    tables.plot_latency_pareto(bench, plot)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_benchmark_times_a_fixed_size_model_at_the_size_it_accepts(
     workspace: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(deploy, "all_cores", lambda: 1)
+    monkeypatch.setattr(latency, "all_cores", lambda: 1)
     d = tmp_path / "onnx"
     d.mkdir()
     for name in ("student_kd", "student_scratch"):
         shutil.copy(workspace["onnx"], d / f"{name}.onnx")
     ckpt = _random_checkpoint(tmp_path / "fixed.pt", FIXED_ARCH, FIXED_SIZE)
-    deploy.export_checkpoint(
+    export.export_checkpoint(
         ckpt,
         d / "teacher_fixed.onnx",
         workspace["val"],
@@ -497,14 +497,14 @@ def test_benchmark_times_a_fixed_size_model_at_the_size_it_accepts(
         deploy_out=d / "teacher_fixed_224.onnx",  # the name keeps the requested size
         deploy_size=224,
     )
-    bench = deploy.benchmark(d, ["fixed"], warmup=0, runs=2, deploy_size=224)
+    bench = latency.benchmark(d, ["fixed"], warmup=0, runs=2, deploy_size=224)
     json.dumps(bench)
     copy = bench["models"]["teacher_fixed_224"]
     assert copy["image_size"] == FIXED_SIZE and copy["requested_image_size"] == 224
     assert copy["latency_only"] and {"torch_fp32", "ort_fp32"} <= set(copy)
     assert "requested_image_size" not in bench["models"]["teacher_fixed"]
-    assert deploy.timed_models(bench)["models"]["teacher_fixed_224"]["image_size"] == FIXED_SIZE
-    table = deploy.deployment_table(bench)
+    assert tables.timed_models(bench)["models"]["teacher_fixed_224"]["image_size"] == FIXED_SIZE
+    table = tables.deployment_table(bench)
     assert "| model | runtime | input px |" in table
     assert f"| teacher_fixed_224 | ORT fp32 | {FIXED_SIZE} * |" in table
     assert f"| teacher_fixed | ORT fp32 | {FIXED_SIZE} |" in table
@@ -524,30 +524,30 @@ def test_latency_ratios_name_differing_input_sizes() -> None:
         "student_kd": entry(64, 1.0),
         "student_kd_224": entry(224, 2.0),
     }
-    ratios = deploy.latency_ratios(models, ["a"], 224)
+    ratios = tables.latency_ratios(models, ["a"], 224)
     assert ratios["teacher_best_over_student_ort_fp32_p50_t1_224"] == 4.0
     assert ratios["input_px_224"] == "teacher 256, student 224"
     assert ratios["input_px"] == "teacher 256, student 64"
     models["teacher_a_224"]["image_size"] = 224
-    assert "input_px_224" not in deploy.latency_ratios(models, ["a"], 224)
+    assert "input_px_224" not in tables.latency_ratios(models, ["a"], 224)
 
 
 def test_benchmark_missing_model_is_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"student_kd\.onnx"):
-        deploy.benchmark(tmp_path, ["resnet18"], warmup=0, runs=1, deploy_size=224)
+        latency.benchmark(tmp_path, ["resnet18"], warmup=0, runs=1, deploy_size=224)
 
 
 def test_time_runs_and_pareto_front() -> None:
-    stats = deploy.time_runs(lambda: None, warmup=2, runs=20)
+    stats = latency.time_runs(lambda: None, warmup=2, runs=20)
     assert stats["runs"] == 20 and 0 <= stats["p50_ms"] <= stats["p90_ms"]
     points = [("a", 1.0, 0.05), ("b", 2.0, 0.04), ("c", 3.0, 0.1), ("d", 0.5, 0.01)]
-    assert [p[0] for p in deploy.pareto_front(points)] == ["d", "a", "c"]
+    assert [p[0] for p in tables.pareto_front(points)] == ["d", "a", "c"]
 
 
 def test_cpu_info_parses_flags(tmp_path: Path) -> None:
     fake = tmp_path / "cpuinfo"
     fake.write_text("model name\t: Test CPU 9000\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f\n")
-    info = deploy.cpu_info(fake)
+    info = latency.cpu_info(fake)
     assert info["model"] == "Test CPU 9000"
     assert info["isa_avx2"] and info["isa_avx512f"] and not info["isa_avx512_vnni"]
     assert info["vnni"] is False and "avx2" in info["isa_flags"]
@@ -578,7 +578,7 @@ def test_timed_models_is_the_same_on_any_machine() -> None:
             },
         }
 
-    here, there = deploy.timed_models(result(1.0, 2)), deploy.timed_models(result(3.0, 16))
+    here, there = tables.timed_models(result(1.0, 2)), tables.timed_models(result(3.0, 16))
     assert here == there
     assert here["models"]["student_kd"]["runtimes"] == ["ort_fp32", "ort_int8"]
     assert here["models"]["teacher_a"] == {"image_size": 64, "runtimes": ["torch_fp32"]}

@@ -1,4 +1,5 @@
-"""Tests for melanoma_kd.evaluate and melanoma_kd.plots on small constructed predictions."""
+"""Tests for melanoma_kd.evaluate, .paired, .results, .plots and .figures on small constructed
+predictions."""
 
 from __future__ import annotations
 
@@ -10,22 +11,28 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from melanoma_kd import metrics as M
-from melanoma_kd.catalog import kd_points, model_specs, selected_point
+from melanoma_kd.catalog import EvaluationFiles, kd_points, model_specs, selected_point
 from melanoma_kd.config import EvaluateParams
 from melanoma_kd.errors import UserError
 from melanoma_kd.evaluate import (
     Evaluation,
     Predictions,
     checked_predictions,
-    error_analysis,
     evaluate_all,
     evaluate_model,
-    hard_cases,
     save_evaluation,
-    training_curves,
 )
+from melanoma_kd.figures import render_pngs
 from melanoma_kd.io import read_json, write_json
-from melanoma_kd.plots import THRESHOLD_GRID, render_pngs, threshold_sweep, write_plot_data
+from melanoma_kd.paired import error_analysis, hard_cases
+from melanoma_kd.plots import (
+    THRESHOLD_GRID,
+    reliability_points,
+    threshold_sweep,
+    training_curves,
+    write_plot_data,
+)
+from melanoma_kd.results import load_evaluation
 
 CFG = EvaluateParams(n_boot=100, seed=0)
 RAW = {
@@ -206,6 +213,127 @@ def test_hand_computed_operating_point() -> None:
     assert m["sens95_specificity"] == pytest.approx(2 / 3, abs=1e-6)
 
 
+def test_thresholds_are_chosen_on_unrounded_validation_scores() -> None:
+    """A validation score is never rounded before a threshold is chosen on it."""
+    val = pd.DataFrame(
+        {
+            "image_id": list("abcdef"),
+            "label": [1, 1, 1, 0, 0, 0],
+            "score": [0.9, 0.6, 0.3000004, 0.5, 0.2, 0.1],  # 0.3000004 rounds to 0.3
+        }
+    )
+    hold = pd.DataFrame(
+        {
+            "image_id": list("ghij"),
+            "label": [1, 0, 1, 0],
+            "score": [0.3, 0.1, 0.8, 0.6],
+            "patient_id": ["p1", "p2", "p3", "p4"],
+        }
+    )
+    m = evaluate_model(checked_predictions("hand", val, hold), CFG)
+    assert m["sens95_threshold"] == 0.3000004  # full precision, also in the published JSON
+    assert m["sens95_sensitivity"] == 0.5  # holdout 0.3 < 0.3000004: missed
+
+
+def test_a_deployed_models_recorded_thresholds_are_used() -> None:
+    """An ONNX model's metadata thresholds decide; they are not chosen again."""
+    _, preds = make_predictions(SMALL)
+    p = preds["student_scratch"]
+    own = evaluate_model(p, CFG)
+    recorded = Predictions(p.val, p.holdout, {"threshold": 0.4242, "threshold_max_f1": 0.6161})
+    m = evaluate_model(recorded, CFG)
+    assert (m["sens95_threshold"], m["f1_threshold"]) == (0.4242, 0.6161)
+    assert own["sens95_threshold"] != 0.4242
+    y, s = p.holdout["label"].to_numpy(), p.holdout["score"].to_numpy()
+    assert m["sens95_sensitivity"] == round(M.metrics_at_threshold(y, s, 0.4242)["sensitivity"], 6)
+    assert m["f1"] == round(M.metrics_at_threshold(y, s, 0.6161)["f1"], 6)
+    only_t = evaluate_model(Predictions(p.val, p.holdout, {"threshold": 0.4242}), CFG)
+    assert only_t["f1_threshold"] == own["f1_threshold"]  # the missing one is chosen on val
+
+
+def test_ece_uses_the_configured_bins() -> None:
+    """ECE in the per-model metrics = a hand computation over ``evaluate.ece_bins`` bins (4
+    here, not the default 15), the bins the reliability plot draws."""
+    _, preds = make_predictions(SMALL)
+    p = preds["student_scratch"]
+    cfg = EvaluateParams(n_boot=100, seed=0, ece_bins=4)
+    m = evaluate_model(p, cfg)
+    y = p.holdout["label"].to_numpy(np.float64)
+    s = p.holdout["score"].to_numpy(np.float64)
+    which = np.minimum((s * 4).astype(int), 3)  # [0, .25), [.25, .5), [.5, .75), [.75, 1]
+    gaps = [
+        abs(s[which == b].mean() - y[which == b].mean()) for b in range(4) if (which == b).any()
+    ]
+    weights = [(which == b).mean() for b in range(4) if (which == b).any()]
+    ece = float(np.dot(weights, gaps))
+    assert m["ece"] == pytest.approx(ece, abs=1e-6)
+    assert m["ece"] != evaluate_model(p, CFG)["ece"]  # 15 bins give another number
+    rel = reliability_points(y.astype(int), s, cfg.ece_bins)
+    assert len(rel) <= 4
+    plotted = float(np.sum(rel["count"] / len(y) * np.abs(rel["mean_p"] - rel["frac_pos"])))
+    assert plotted == pytest.approx(m["ece"], abs=1e-6)
+
+
+def _hand_frames(
+    val_scores: list[float], hold_scores: list[float]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    val = pd.DataFrame(
+        {
+            "image_id": [f"v{i}" for i in range(7)],
+            "label": [1, 1, 1, 0, 0, 0, 0],
+            "score": val_scores,
+        }
+    )
+    hold = pd.DataFrame(
+        {
+            "image_id": [f"h{i}" for i in range(6)],
+            "label": [1, 1, 1, 0, 0, 0],
+            "score": hold_scores,
+            "patient_id": [f"p{i}" for i in range(6)],
+        }
+    )
+    return val, hold
+
+
+def test_error_analysis_decides_at_the_sensitivity_target_threshold() -> None:
+    """Teacher and student each decide at their 95 %-sensitivity threshold, as deployed — not
+    at their (here different) max-F1 threshold.
+
+    Teacher validation: positives 0.9, 0.8, 0.2, negatives 0.7, 0.6, 0.5, 0.3: catching every
+    positive needs t = 0.2; max F1 is 0.8 at t = 0.8. Student: positives 0.95, 0.85, 0.4,
+    negatives 0.9, 0.5, 0.45, 0.1: t = 0.4; max F1 (2/3, a tie) at the higher t = 0.85.
+    Holdout (labels 1 1 1 0 0 0) at t = 0.2 / 0.4: teacher right on all but image 3, student
+    right on all but images 0 and 3 -> both right 4, teacher only 1, student only 0, both wrong
+    1 (a false alarm). At the max-F1 thresholds it would be 3 / 1 / 1 / 1 (a missed melanoma).
+    """
+    t_val, t_hold = _hand_frames(
+        [0.9, 0.8, 0.2, 0.7, 0.6, 0.5, 0.3], [0.9, 0.5, 0.25, 0.6, 0.1, 0.15]
+    )
+    s_val, s_hold = _hand_frames(
+        [0.95, 0.85, 0.4, 0.9, 0.5, 0.45, 0.1], [0.3, 0.45, 0.95, 0.5, 0.35, 0.05]
+    )
+    specs = model_specs(SMALL, "models", "metrics")
+    preds = {
+        spec.name: checked_predictions(
+            spec.name, *(s_val, s_hold) if spec.name == SELECTED else (t_val, t_hold)
+        )
+        for spec in specs
+    }
+    ev = evaluate_all(specs, preds, SELECTED, CFG, teacher="teacher_resnet18")
+    teacher, student = ev.metrics["teacher_resnet18"], ev.metrics[SELECTED]
+    assert (teacher["sens95_threshold"], teacher["f1_threshold"]) == (0.2, 0.8)
+    assert (student["sens95_threshold"], student["f1_threshold"]) == (0.4, 0.85)
+    e = ev.error_analysis
+    assert (e["teacher_threshold"], e["student_threshold"]) == (0.2, 0.4)
+    counts = ("both_right", "teacher_only_right", "student_only_right", "both_wrong")
+    assert tuple(e[k] for k in counts) == (4, 1, 0, 1)
+    assert (e["both_false_alarm"], e["both_missed_melanoma"]) == (1, 0)
+    assert e["teacher_accuracy"] == pytest.approx(5 / 6, abs=1e-6)
+    assert e["student_accuracy"] == pytest.approx(4 / 6, abs=1e-6)
+    trsw = ev.hard_cases[ev.hard_cases["kind"] == "teacher_right_student_wrong"]
+    assert trsw["image_id"].tolist() == ["h0"]  # the student's 0.3 < 0.4 on a melanoma
+
+
 def test_error_analysis_counts_and_mcnemar() -> None:
     y = np.array([1, 1, 0, 0, 1, 0, 0, 1])
     s_t = np.array([0.9, 0.2, 0.1, 0.7, 0.8, 0.2, 0.6, 0.1])  # right: T F T F T T F F
@@ -270,23 +398,55 @@ def test_hard_cases_are_ordered_hardest_first() -> None:
 # --------------------------------------------------------------------------- outputs
 
 
+def _files(root: Path) -> EvaluationFiles:
+    return EvaluationFiles(root / "metrics/evaluate", root / "metrics/predictions")
+
+
 def test_saved_files_recompute_exactly(evaluation: Evaluation, tmp_path: Path) -> None:
-    save_evaluation(
-        evaluation,
-        predictions_dir=tmp_path / "pred",
-        metrics_dir=tmp_path / "ev",
-        error_analysis_path=tmp_path / "ea.json",
-        kd_gain_path=tmp_path / "g.json",
-    )
-    assert sorted(p.stem for p in (tmp_path / "ev").glob("*.json")) == sorted(evaluation.metrics)
-    df = pd.read_csv(tmp_path / "pred" / f"{SELECTED}.csv", dtype={"score": str})
+    files = _files(tmp_path)
+    save_evaluation(evaluation, files)
+    assert sorted(p.stem for p in files.models.glob("*.json")) == sorted(evaluation.metrics)
+    df = pd.read_csv(files.prediction(SELECTED), dtype={"score": str})
     assert list(df.columns) == ["image_id", "label", "score"]
     assert all(len(v.split(".")[1]) == 6 for v in df["score"])
-    m = read_json(tmp_path / "ev" / f"{SELECTED}.json")
-    assert m["roc_auc"] == pytest.approx(
-        roc_auc_score(df["label"], df["score"].astype(float)), abs=1e-6
+    y, s = df["label"].to_numpy(), df["score"].astype(float).to_numpy()
+    m = read_json(files.model(SELECTED))
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, s), abs=1e-6)
+    # the published threshold decides exactly as the evaluation did
+    at = M.metrics_at_threshold(y, s, m["sens95_threshold"])
+    assert round(at["sensitivity"], 6) == m["sens95_sensitivity"]
+    assert round(at["specificity"], 6) == m["sens95_specificity"]
+    assert read_json(files.error_analysis)["student"] == SELECTED
+    assert read_json(files.roles) == evaluation.roles
+
+
+def test_the_folder_reads_back_as_the_evaluation(evaluation: Evaluation, tmp_path: Path) -> None:
+    """What plot and report read is what evaluate computed; plot data from either is equal."""
+    files = _files(tmp_path)
+    save_evaluation(evaluation, files)
+    back = load_evaluation(files, evaluation.specs, CFG, key_predictions=True)
+    parts = ("metrics", "roles", "error_analysis", "kd_gain", "student_vs_teacher", "seeds")
+    for part in (*parts, "transfer"):
+        assert getattr(back, part) == getattr(evaluation, part), part
+    pd.testing.assert_frame_equal(
+        back.ablation.astype(str), evaluation.ablation.astype(str), check_dtype=False
     )
-    assert read_json(tmp_path / "ea.json")["student"] == SELECTED
+    assert back.hard_cases["image_id"].tolist() == evaluation.hard_cases["image_id"].tolist()
+    assert set(back.holdout) == set(evaluation.roles.values())
+    write_plot_data(evaluation, tmp_path / "memory", curves=False)
+    write_plot_data(back, tmp_path / "disk", curves=False)
+    written = sorted(p.relative_to(tmp_path / "memory") for p in (tmp_path / "memory").rglob("*"))
+    assert written and written == sorted(
+        p.relative_to(tmp_path / "disk") for p in (tmp_path / "disk").rglob("*")
+    )
+    for rel in written:
+        if (tmp_path / "memory" / rel).is_file():
+            assert (tmp_path / "memory" / rel).read_bytes() == (
+                tmp_path / "disk" / rel
+            ).read_bytes()
+    (files.root / "kd_gain.json").unlink()
+    with pytest.raises(UserError, match=r"kd_gain.json: not found \(KD gain; run the evaluate"):
+        load_evaluation(files, evaluation.specs, CFG)
 
 
 def test_confusion_csv_has_one_record_per_sample(evaluation: Evaluation, tmp_path: Path) -> None:
@@ -337,7 +497,7 @@ def test_training_curves_merge_dvclive_tsvs(tmp_path: Path) -> None:
     df = training_curves(tmp_path / "run")
     assert list(df.columns) == ["step", "train_loss", "val_pauc"]
     assert df["val_pauc"].tolist() == [0.1, 0.12]
-    with pytest.raises(UserError, match="no dvclive curves"):
+    with pytest.raises(UserError, match="no training curves"):
         training_curves(tmp_path / "missing")
 
 

@@ -224,7 +224,9 @@ def _run(
 ) -> dict:
     params = tmp / "params.yaml"
     preprocess = {"workers": 2, "chunk_size": 8, **preprocess}
-    params.write_text(yaml.safe_dump({"data": {"source": source}, "preprocess": preprocess}))
+    no_transfer = {"transfer_images": 0}  # real data would need distill.transfer_dir
+    raw = {"data": {"source": source}, "preprocess": preprocess, "distill": no_transfer}
+    params.write_text(yaml.safe_dump(raw))
     argv = ["--params", str(params), "--manifest", str(manifest), "--out", str(tmp / "d.h5")]
     argv += ["--metrics", str(tmp / "m.json"), "--plot", str(tmp / "p.png")]
     if truth is not None:

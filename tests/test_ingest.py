@@ -347,7 +347,10 @@ def test_skip_that_removes_every_positive_fails(isic2024_data: TinyDataset) -> N
 def _run_ingest(
     tmp_path: Path, ds: TinyDataset, source: str
 ) -> tuple[subprocess.CompletedProcess, Path]:
-    params = {"data": {"source": source, "root": str(ds.root), "on_bad_image": "fail"}}
+    params = {
+        "data": {"source": source, "root": str(ds.root), "on_bad_image": "fail"},
+        "distill": {"transfer_images": 0},  # real data would need distill.transfer_dir
+    }
     if source == "ham10000":
         params["data"]["image_dirs"] = ds.image_dirs
     params_path = tmp_path / "params.yaml"

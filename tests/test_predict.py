@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from melanoma_kd import deploy
 from melanoma_kd.cli import main
 from melanoma_kd.config import PreprocessParams
 from melanoma_kd.data.cache import resize_shorter_center_crop
 from melanoma_kd.data.hair import output_params, remove_hair
 from melanoma_kd.data.transforms import model_input
+from melanoma_kd.deploy import export, onnx_model
 from melanoma_kd.errors import EXIT_USER_ERROR
 from melanoma_kd.imaging import bgr_to_rgb
 from melanoma_kd.predict import Predictor, check_image_file
@@ -63,9 +63,9 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from melanoma_kd.models.build import load_checkpoint
 
     net, meta = load_checkpoint(ckpt)
-    images = deploy.first_batch(train, 8)
+    images = export.first_batch(train, 8)
     out = root / "student_kd.onnx"
-    deploy.export_onnx(
+    export.export_onnx(
         net,
         meta,
         out,
@@ -170,7 +170,7 @@ def test_missing_model_and_latency_only_model(
     assert len(err) == 1 and "ONNX model not found" in err[0]
     latency = tmp_path / "latency.onnx"
     latency.write_bytes(model.read_bytes())
-    deploy.update_metadata(latency, {"latency_only": True, "trained_image_size": SIZE})
+    onnx_model.update_metadata(latency, {"latency_only": True, "trained_image_size": SIZE})
     with pytest.raises(SystemExit):
         main(["predict", str(files["good"]), "--model", str(latency)])
     assert "latency-only" in capsys.readouterr().err

@@ -16,13 +16,14 @@ import yaml
 
 from melanoma_kd import metrics as M
 from melanoma_kd import runs
-from melanoma_kd.catalog import NO_TRANSFER, kd_points, parse_point, point_key
+from melanoma_kd.catalog import NO_TRANSFER, EvaluationFiles, kd_points, parse_point, point_key
 from melanoma_kd.config import EvaluateParams, load_params, parse_params
 from melanoma_kd.data.cache import write_split_cache
 from melanoma_kd.data.dataset import UNLABELLED
 from melanoma_kd.errors import UserError
-from melanoma_kd.evaluate import evaluate_all, paired_comparison, save_evaluation
+from melanoma_kd.evaluate import evaluate_all, save_evaluation
 from melanoma_kd.io import read_json, write_json
+from melanoma_kd.paired import paired_comparison
 from melanoma_kd.plots import write_plot_data
 from melanoma_kd.replicates import replicate_hash
 from tests.test_evaluate import SELECTED, SMALL, make_predictions
@@ -337,14 +338,7 @@ def test_report_shows_mean_sd_over_seeds_and_both_paired_lines(tmp_path: Path) -
     assert rep.path == Path("models/replicates/2/kd.pt")
     ev = evaluate_all(specs, preds, SELECTED, CFG, teacher="teacher_resnet18")  # SMALL's only
     save_evaluation(
-        ev,
-        predictions_dir=tmp_path / "metrics/predictions",
-        metrics_dir=tmp_path / "metrics/evaluate",
-        error_analysis_path=tmp_path / "metrics/error_analysis.json",
-        kd_gain_path=tmp_path / "metrics/kd_gain.json",
-        student_vs_teacher_path=tmp_path / "metrics/student_vs_teacher.json",
-        seeds_path=tmp_path / "metrics/seed_replicates.json",
-        transfer_path=tmp_path / "metrics/transfer_ablation.json",
+        ev, EvaluationFiles(tmp_path / "metrics/evaluate", tmp_path / "metrics/predictions")
     )
     write_plot_data(ev, tmp_path / "plots", curves=False)
     write_json(tmp_path / "metrics/export/student_kd.json", {"native_size_mb": 6.08})
@@ -354,13 +348,7 @@ def test_report_shows_mean_sd_over_seeds_and_both_paired_lines(tmp_path: Path) -
     out = tmp_path / "reports/summary.md"
     args = {
         "--params": "params.yaml",
-        "--metrics-dir": "metrics/evaluate",
-        "--error-analysis": "metrics/error_analysis.json",
-        "--kd-gain": "metrics/kd_gain.json",
-        "--student-vs-teacher": "metrics/student_vs_teacher.json",
-        "--seeds": "metrics/seed_replicates.json",
-        "--transfer-ablation": "metrics/transfer_ablation.json",
-        "--ablation": "plots/kd_ablation.csv",
+        "--eval-dir": "metrics/evaluate",
         "--baselines": "metrics/baselines.json",
         "--benchmark": "",
         "--plots-dir": "plots",
@@ -373,7 +361,7 @@ def test_report_shows_mean_sd_over_seeds_and_both_paired_lines(tmp_path: Path) -
     _stage("report")(argv)
     text = out.read_text(encoding="utf-8")
 
-    m = {p.stem: read_json(p) for p in (tmp_path / "metrics/evaluate").glob("*.json")}
+    m = {p.stem: read_json(p) for p in (tmp_path / "metrics/evaluate/models").glob("*.json")}
     groups = {
         "student from scratch": [
             "student_scratch",
@@ -398,7 +386,7 @@ def test_report_shows_mean_sd_over_seeds_and_both_paired_lines(tmp_path: Path) -
     mean, sd = np.mean(per_seed), np.std(per_seed, ddof=1)
     shown = f"{mean:+.4f}".replace("-", "−") + f" ± {sd:.4f}"
     assert shown in gain_row.split("|")[3], gain_row
-    seeds_json = read_json(tmp_path / "metrics/seed_replicates.json")
+    seeds_json = read_json(tmp_path / "metrics/evaluate/seed_replicates.json")
     assert seeds_json["n_seeds"] == 3
     assert seeds_json["kd_pauc_mean"] == pytest.approx(
         np.mean([m[n]["pauc"] for n in groups["(selected on val)"]]), abs=1e-6

@@ -4,25 +4,33 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
+import h5py
+import numpy as np
 import pytest
 import yaml
 
+from melanoma_kd.catalog import EvaluationFiles
 from melanoma_kd.evaluate import evaluate_all, save_evaluation
 from melanoma_kd.io import read_json, write_json
 from melanoma_kd.plots import write_plot_data
+from tests.stage_deps import import_closure
 from tests.test_evaluate import CFG, RAW, SELECTED, TEACHER, make_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
+EVAL = "metrics/evaluate"  # the evaluation's folder, as dvc.yaml names it
 GAIN_LINE = re.compile(
     r"^- ΔROC-AUC = [+−]\d\.\d{4} \(95 % CI [+−]\d\.\d{4}\.\.[+−]\d\.\d{4}\), p = \d", re.M
 )
 
 
-def _stage() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("report_stage", ROOT / "stages" / "report.py")
+def _stage(name: str = "report") -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"{name}_stage", ROOT / "stages" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -40,16 +48,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     specs, preds = make_predictions()
     ev = evaluate_all(specs, preds, SELECTED, CFG, teacher=TEACHER)
-    save_evaluation(
-        ev,
-        predictions_dir=root / "metrics/predictions",
-        metrics_dir=root / "metrics/evaluate",
-        error_analysis_path=root / "metrics/error_analysis.json",
-        kd_gain_path=root / "metrics/kd_gain.json",
-        student_vs_teacher_path=root / "metrics/student_vs_teacher.json",
-        seeds_path=root / "metrics/seed_replicates.json",
-        transfer_path=root / "metrics/transfer_ablation.json",
-    )
+    save_evaluation(ev, EvaluationFiles(root / EVAL, root / "metrics/predictions"))
     write_plot_data(ev, root / "plots", curves=False)
     write_json(root / "metrics/export/student_kd.json", {"native_size_mb": 6.08})
     write_json(root / "metrics/quantize.json", {"int8_size_mb": 1.85})
@@ -59,13 +58,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _run(root: Path, out: str, **extra: str) -> str:
     args = {
         "--params": root / "params.yaml",
-        "--metrics-dir": root / "metrics/evaluate",
-        "--error-analysis": root / "metrics/error_analysis.json",
-        "--kd-gain": root / "metrics/kd_gain.json",
-        "--student-vs-teacher": root / "metrics/student_vs_teacher.json",
-        "--seeds": root / "metrics/seed_replicates.json",
-        "--transfer-ablation": root / "metrics/transfer_ablation.json",
-        "--ablation": root / "plots/kd_ablation.csv",
+        "--eval-dir": root / EVAL,
         "--baselines": root / "metrics/baselines.json",
         "--benchmark": root / "metrics/benchmark.json",
         "--plots-dir": root / "plots",
@@ -81,17 +74,17 @@ def _run(root: Path, out: str, **extra: str) -> str:
 
 def test_report_has_every_model_and_the_kd_gain_line(workdir: Path) -> None:
     text = _run(workdir, "reports/summary.md")
-    metrics = {p.stem: read_json(p) for p in (workdir / "metrics/evaluate").glob("*.json")}
+    metrics = {p.stem: read_json(p) for p in (workdir / EVAL / "models").glob("*.json")}
     assert len(metrics) == 10  # 2 teachers, scratch, 4 KD points, 2 ONNX, KD w/o transfer
     for name, m in metrics.items():
         row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
         assert f"{m['roc_auc']:.4f} [{m['roc_auc_ci_lo']:.4f}, {m['roc_auc_ci_hi']:.4f}]" in row
         assert f"{m['pauc']:.4f} [{m['pauc_ci_lo']:.4f}, {m['pauc_ci_hi']:.4f}]" in row
-    gain = read_json(workdir / "metrics/kd_gain.json")
+    gain = read_json(workdir / EVAL / "kd_gain.json")
     match = GAIN_LINE.search(text)
     assert match, text
     assert f"{gain['roc_auc_delta']:+.4f}".replace("-", "−") in match.group(0)
-    assert f"`{SELECTED}` was selected by the export stage on validation" in text
+    assert f"`{SELECTED}` was selected by the select_student stage on validation" in text
     assert "| 4 | 0.5 | response |" in text and "**yes**" in text
 
 
@@ -166,11 +159,14 @@ def test_baselines_and_benchmark_fill_their_cells(workdir: Path, tmp_path: Path)
 def test_missing_required_input_is_one_clear_error(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    shutil.copytree(workdir / EVAL, workdir / "partial")
+    (workdir / "partial" / "kd_gain.json").unlink()
     with pytest.raises(SystemExit) as exc:
-        _run(workdir, "reports/never.md", **{"--kd-gain": "metrics/nope.json"})
+        _run(workdir, "reports/never.md", **{"--eval-dir": "partial"})
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "nope.json: not found" in err and "\n" not in err
+    assert err.startswith("error: ") and "kd_gain.json: not found" in err and "\n" not in err
+    assert "run the evaluate stage" in err
     assert not (workdir / "reports/never.md").exists()
 
 
@@ -179,15 +175,15 @@ def test_headline_is_small_flat_and_taken_from_the_evaluation(workdir: Path) -> 
     head = read_json(workdir / "metrics/headline.json")
     assert len(head) <= 25
     assert all(isinstance(v, str | int | float) for v in head.values())  # flat: DVC shows scalars
-    ea = read_json(workdir / "metrics/error_analysis.json")
+    ea = read_json(workdir / EVAL / "error_analysis.json")
     assert head["kd_model"] == ea["student"] and head["teacher_model"] == ea["teacher"]
-    kd = read_json(workdir / f"metrics/evaluate/{ea['student']}.json")
+    kd = read_json(workdir / EVAL / "models" / f"{ea['student']}.json")
     assert head["kd_roc_auc"] == kd["roc_auc"] and head["kd_ece"] == kd["ece"]
-    gain = read_json(workdir / "metrics/kd_gain.json")
+    gain = read_json(workdir / EVAL / "kd_gain.json")
     assert head["kd_gain_roc_auc"] == gain["roc_auc_delta"]
     assert head["kd_gain_roc_auc_ci_lo"] <= head["kd_gain_roc_auc"] <= head["kd_gain_roc_auc_ci_hi"]
-    fp32 = read_json(workdir / "metrics/evaluate/kd_onnx_fp32.json")["roc_auc"]
-    int8 = read_json(workdir / "metrics/evaluate/kd_onnx_int8.json")["roc_auc"]
+    fp32 = read_json(workdir / EVAL / "models/kd_onnx_fp32.json")["roc_auc"]
+    int8 = read_json(workdir / EVAL / "models/kd_onnx_int8.json")["roc_auc"]
     assert head["int8_roc_auc_drop"] == pytest.approx(fp32 - int8, abs=1e-6)
     assert head["student_fp32_mb"] == 6.08 and head["student_int8_mb"] == 1.85
 
@@ -198,3 +194,64 @@ def test_dvc_yaml_declares_only_the_headline_as_metrics() -> None:
     assert dvc["metrics"] == ["metrics/headline.json"]
     staged = [n for n, s in dvc["stages"].items() if "metrics" in s.get("do", s)]
     assert staged == []
+
+
+def test_plot_stage_draws_from_the_evaluation_folder(workdir: Path, tmp_path: Path) -> None:
+    """The plot stage needs the folder, the predictions, the runs' curves and holdout images."""
+    ids = [f"H{i:04d}" for i in range(90)]  # make_predictions' holdout images
+    with h5py.File(tmp_path / "holdout.h5", "w") as h5:
+        h5["ids"] = np.array(ids, dtype=object).astype("S")
+        h5["images"] = np.full((len(ids), 8, 8, 3), 128, dtype=np.uint8)
+    runs = tmp_path / "runs"
+    for run in (
+        f"teachers/{TEACHER.removeprefix('teacher_')}",
+        "student/scratch",
+        "distill/4-0.5-response",
+    ):
+        folder = runs / run / "live" / "plots" / "metrics"
+        folder.mkdir(parents=True)
+        (folder / "val_pauc.tsv").write_text("step\tval_pauc\n0\t0.1\n1\t0.12\n")
+    plots = tmp_path / "plots"
+    args = {
+        "--params": workdir / "params.yaml",
+        "--eval-dir": workdir / EVAL,
+        "--predictions-dir": workdir / "metrics/predictions",
+        "--runs-dir": runs,
+        "--holdout-cache": tmp_path / "holdout.h5",
+        "--plots-dir": plots,
+    }
+    _stage("plot").main([str(x) for kv in args.items() for x in kv])
+    for png in ("holdout_curves.png", "kd_ablation.png", "confidence.png"):
+        assert (plots / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list((plots / "hard_cases").glob("*.png"))) == 3
+    assert sorted(p.stem for p in (plots / "training").glob("*.csv")) == [
+        "best_teacher",
+        "kd_student",
+        "scratch_student",
+    ]
+    ref = workdir / "plots"  # written in memory by the fixture, from the same evaluation
+    for folder in ("roc", "pr", "reliability", "thresholds", "confusion"):
+        for csv in (ref / folder).glob("*.csv"):
+            assert (plots / folder / csv.name).read_bytes() == csv.read_bytes(), csv
+
+
+def test_report_and_plot_stages_import_no_scoring_or_training_code() -> None:
+    """Their import closures stay torch-free: showing results never loads a model."""
+    heavy = ("evaluate.py", "paired.py", "inference.py", "train.py", "runs.py", "dataset.py")
+    for script in ("stages/report.py", "stages/plot.py"):
+        closure = {
+            p.relative_to(ROOT / "src" / "melanoma_kd").as_posix()
+            for p in import_closure(ROOT / script)
+        }
+        loaded = {p for p in closure if p.endswith(heavy) or "/" in p}  # models/, data/, deploy/
+        assert not loaded, (script, sorted(closure))
+    code = (
+        "import runpy, sys\n"
+        "for s in ('stages/report.py', 'stages/plot.py'): runpy.run_path(s, run_name='x')\n"
+        "print(sorted(m for m in sys.modules if m in ('torch', 'dvclive', 'timm', "
+        "'melanoma_kd.evaluate', 'melanoma_kd.paired', 'melanoma_kd.train')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

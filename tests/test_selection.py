@@ -3,17 +3,28 @@ the evaluation compares against all come from :mod:`melanoma_kd.selection`."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
-from melanoma_kd.catalog import model_specs
-from melanoma_kd.deploy import rank_students
+from melanoma_kd.catalog import model_specs, read_selected
 from melanoma_kd.errors import UserError
 from melanoma_kd.evaluate import best_teacher
 from melanoma_kd.io import write_json
-from melanoma_kd.selection import best_by_validation, rank_by_validation, run_summaries
+from melanoma_kd.selection import (
+    RULE,
+    best_by_validation,
+    rank_by_validation,
+    rank_students,
+    run_summaries,
+    select_student,
+)
 from melanoma_kd.teacher_outputs import choose_teacher
+from tests.conftest import REPO_ROOT
+from tests.test_bad_input import assert_one_line_error, stage
 from tests.test_evaluate import RAW
 
 
@@ -60,6 +71,82 @@ def test_kd_point_choice_uses_the_same_rule(tmp_path: Path) -> None:
     ranking = rank_students(tmp_path)
     assert [r["point"] for r in ranking] == ["1-0.5-response", "4-0.5-response"]  # name order
     assert ranking[0] == {"point": "1-0.5-response", "val_pauc": 0.10, "val_roc_auc": 0.85}
+
+
+def _summary(root: Path, point: str, pauc: float, auc: float, **extra: float) -> None:
+    write_json(root / point / "summary.json", {"val_pauc": pauc, "val_roc_auc": auc, **extra})
+
+
+def test_select_student_uses_validation_pauc_then_auc_then_name(tmp_path: Path) -> None:
+    _summary(tmp_path, "1-0.5-response", 0.10, 0.80)
+    _summary(tmp_path, "2-0.5-response", 0.10, 0.85)
+    # best on holdout, worse on validation: must not be chosen
+    _summary(tmp_path, "4-0.9-feature", 0.09, 0.99, holdout_pauc=0.2)
+    assert select_student(tmp_path) == "2-0.5-response"
+    _summary(tmp_path, "0-0.5-response", 0.10, 0.85)  # exact tie -> name order
+    assert select_student(tmp_path) == "0-0.5-response"
+    ranking = rank_students(tmp_path)
+    assert [r["point"] for r in ranking][-1] == "4-0.9-feature"
+
+
+def test_select_student_restricted_to_the_current_grid(tmp_path: Path) -> None:
+    _summary(tmp_path, "1-0.5-response", 0.10, 0.80)
+    _summary(tmp_path, "9-0.5-response", 0.19, 0.99)  # a stale point no longer in params
+    assert select_student(tmp_path, ["1-0.5-response"]) == "1-0.5-response"
+    with pytest.raises(UserError, match=r"2-0\.9-feature"):
+        select_student(tmp_path, ["1-0.5-response", "2-0.9-feature"])
+
+
+def test_select_student_bad_summaries(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        select_student(tmp_path / "missing")
+    with pytest.raises(UserError, match="no KD point"):
+        select_student(tmp_path)
+    write_json(tmp_path / "p" / "summary.json", {"val_roc_auc": 0.8})
+    with pytest.raises(UserError, match="val_pauc"):
+        select_student(tmp_path)
+
+
+def _select_stage(root: Path, grid: list[str]) -> subprocess.CompletedProcess[str]:
+    """``stages/select_student.py`` run in ``root`` with a params file whose grid is ``grid``
+    (points ``T-alpha-method``; every combination of their values)."""
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    axes = [sorted({float(p.split("-")[i]) for p in grid}) for i in (0, 1)]
+    methods = sorted({p.split("-")[2] for p in grid})
+    raw["distill"] |= {"temperature": axes[0], "alpha": axes[1], "method": methods}
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return stage(
+        "select_student.py",
+        *("--params", "params.yaml", "--select-from", "metrics/distill"),
+        *("--checkpoint-dir", "models/distill", "--out", "models/selected_student.json"),
+        cwd=root,
+    )
+
+
+def test_select_student_stage_records_the_best_point_on_validation(tmp_path: Path) -> None:
+    runs = tmp_path / "metrics" / "distill"
+    _runs(runs, {"1.0-0.5-response": (0.10, 0.90), "1.0-0.5-feature": (0.12, 0.70)})
+    _runs(runs, {"9.0-0.5-response": (0.19, 0.99)})  # stale: not in the grid any more
+    proc = _select_stage(tmp_path, ["1.0-0.5-response", "1.0-0.5-feature"])
+    assert proc.returncode == 0, proc.stderr
+    assert "1.0-0.5-feature" in proc.stdout
+    out = tmp_path / "models" / "selected_student.json"
+    assert json.loads(out.read_text()) == {
+        "point": "1.0-0.5-feature",
+        "val_pauc": 0.12,
+        "val_roc_auc": 0.70,
+        "checkpoint": "models/distill/1.0-0.5-feature.pt",
+        "candidates": 2,
+        "selected_on": RULE,
+    }
+    assert read_selected(out).key == "1.0-0.5-feature"  # what export and the replicates read
+
+
+def test_select_student_stage_missing_summary_is_one_line(tmp_path: Path) -> None:
+    _runs(tmp_path / "metrics" / "distill", {"1.0-0.5-response": (0.10, 0.90)})
+    proc = _select_stage(tmp_path, ["1.0-0.5-response", "1.0-0.5-feature"])
+    assert_one_line_error(proc, "1.0-0.5-feature/summary.json", "not found")
+    assert not (tmp_path / "models" / "selected_student.json").exists()
 
 
 def test_evaluation_refuses_a_teacher_that_is_not_one() -> None:

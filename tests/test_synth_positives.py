@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from melanoma_kd.data.lesion import lesion_mask
 from melanoma_kd.data.preprocessed import open_preprocessed
 from melanoma_kd.data.synth_positives import (
     CANDIDATE_COLUMNS,
     SYNTH_SOURCE,
     SynthParams,
     check_provenance,
-    lesion_mask,
     load_synth_params,
     make_positive,
     plan_samples,

@@ -118,13 +118,13 @@ def test_rates_and_label_noise_at_scale() -> None:
 
 def test_classes_differ_on_average() -> None:
     """Melanoma lesions are larger and more variegated on average, but the classes overlap."""
-    from melanoma_kd.data.synthetic import _traits, render_lesion
+    from melanoma_kd.data.synthetic_render import draw_traits, render_lesion
 
     rng = np.random.default_rng(0)
     stats: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
     for malignant in (True, False):
         for _ in range(60):
-            colour, alpha = render_lesion(rng, _traits(rng, malignant), 48)
+            colour, alpha = render_lesion(rng, draw_traits(rng, malignant), 48)
             area = float((alpha > 0.3).mean())
             variegation = float(colour[alpha > 0.3].std(axis=0).mean())
             stats[malignant].append((area, variegation))
@@ -218,7 +218,8 @@ def test_stage_generates_nothing_for_real_data(
     for name in ("generate_dataset", "render_view", "render_lesion", "plot_samples"):
         monkeypatch.setattr(synthetic, name, boom)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"data": {"source": source, "root": "data/raw/real"}}))
+    real = {"data": {"source": source, "root": "data/raw/real"}, "distill": {"transfer_images": 0}}
+    params.write_text(yaml.safe_dump(real))
     out, plot = tmp_path / "raw", tmp_path / "samples.png"
     out.mkdir()
     (out / IMAGES_FILE).write_bytes(b"stale")  # a previous synthetic run's output goes away

@@ -2,8 +2,10 @@
 their names, read by the stages, evaluation, the report and the plots.
 
 Names follow ``dvc.yaml``: a KD grid point is DVC's matrix ``${key}`` (``T-alpha-method``), built
-here from the raw params (:func:`kd_points`) and parsed back only from the export stage's
-selection record (:func:`read_selected`). Nothing here imports torch.
+here from the raw params (:func:`kd_points`) and parsed back only from the select_student
+stage's record (:func:`read_selected`). The evaluation's files, which the evaluate stage
+writes and the plot and report stages read, are laid out once, in :class:`EvaluationFiles`.
+Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import yaml
 
 from melanoma_kd.errors import UserError
 from melanoma_kd.io import read_json
+from melanoma_kd.points import KD_METHODS, KDPoint, kd_point  # the point values, named here
 
 Group = Literal["teacher", "scratch", "kd", "onnx", "replicate", "ablation"]
 Kind = Literal["torch", "onnx"]
@@ -37,21 +40,6 @@ ONNX_FP32 = "kd_onnx_fp32"
 ONNX_INT8 = "kd_onnx_int8"
 REPLICATE_BASES: tuple[str, ...] = ("scratch", "kd")  # what a seed replicate retrains
 NO_TRANSFER = "kd_selected_no_transfer"  # the selected KD point retrained without transfer set
-KD_METHODS: tuple[str, ...] = ("response", "feature")  # keys of melanoma_kd.distill.METHODS
-
-
-@dataclass(frozen=True)
-class KDPoint:
-    """One KD grid point: ``key`` is DVC's ``${key}`` (``T-alpha-method``)."""
-
-    key: str
-    temperature: float
-    alpha: float
-    method: str
-
-    def as_meta(self) -> dict[str, Any]:
-        """The point as the distill stage records it (and hashes it)."""
-        return {"temperature": self.temperature, "alpha": self.alpha, "method": self.method}
 
 
 def parse_point(key: str) -> KDPoint:
@@ -72,14 +60,14 @@ def parse_point(key: str) -> KDPoint:
     ok = [(t, a) for t, a in splits if t > 0 and 0 <= a <= 1 and math.isfinite(t)]
     if len(ok) != 1:
         raise UserError(f"KD point {key!r}: expected <temperature>-<alpha>-<method>")
-    return KDPoint(key, ok[0][0], ok[0][1], method)
+    return kd_point(ok[0][0], ok[0][1], method, key)
 
 
 def read_selected(path: str | Path) -> KDPoint:
-    """The KD point chosen on validation, from the export stage's ``selected_student.json``."""
+    """The KD point chosen on validation, from the select_student stage's record."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: not found (written by the export_student stage)")
+        raise UserError(f"{path}: not found (written by the select_student stage)")
     data = read_json(path)
     point = data.get("point") if isinstance(data, dict) else None
     if not isinstance(point, str):
@@ -214,8 +202,53 @@ def model_specs(
     return specs
 
 
+def _in_root(name: str, what: str) -> property:
+    """A path attribute ``<root>/<name>`` of :class:`EvaluationFiles`."""
+
+    def path(self: EvaluationFiles) -> Path:
+        return self.root / name
+
+    return property(path, doc=f"``{name}``: {what}")
+
+
+@dataclass(frozen=True)
+class EvaluationFiles:
+    """What the evaluate stage writes and the plot and report stages read.
+
+    One folder (``root``, replaced as a whole on every run) holds the per-model holdout metrics
+    (``models/<name>.json``) and the files below. The holdout predictions (``<name>.csv``:
+    ``image_id,label,score``) are a DVC-cached folder of their own, which ``compare`` reads
+    across revisions.
+    """
+
+    root: Path = Path("metrics/evaluate")
+    predictions: Path = Path("metrics/predictions")
+
+    roles = _in_root("roles.json", "key-model role (ROLES) -> model name")
+    error_analysis = _in_root("error_analysis.json", "best teacher vs selected KD student")
+    kd_gain = _in_root("kd_gain.json", "selected KD student minus scratch (paired)")
+    student_vs_teacher = _in_root("student_vs_teacher.json", "KD student minus teacher (paired)")
+    seeds = _in_root("seed_replicates.json", "mean and sd over the seed replicates")
+    transfer = _in_root("transfer_ablation.json", "KD with minus without the transfer set")
+    ablation = _in_root("kd_ablation.csv", "validation metrics per KD grid point")
+    hard_cases = _in_root("hard_cases.csv", "the images of the hard-case grids")
+
+    @property
+    def models(self) -> Path:
+        """Folder of the flat per-model metrics JSONs."""
+        return self.root / "models"
+
+    def model(self, name: str) -> Path:
+        """Holdout metrics of model ``name``."""
+        return self.models / f"{name}.json"
+
+    def prediction(self, name: str) -> Path:
+        """Holdout predictions of model ``name``."""
+        return self.predictions / f"{name}.csv"
+
+
 def selected_point(path: str | Path, specs: Sequence[ModelSpec]) -> str:
-    """Name of the KD model chosen on validation (export stage's ``selected_student.json``)."""
+    """Name of the KD model chosen on validation (select_student's ``selected_student.json``)."""
     point = read_selected(path).key
     name = f"kd_{point}"
     known = [s.name for s in specs if s.group == "kd"]

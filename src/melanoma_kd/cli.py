@@ -25,7 +25,7 @@ from pathlib import Path
 
 from melanoma_kd.errors import EXIT_USER_ERROR, cli_entry
 
-DEFAULT_MODEL = "models/onnx/student_kd.onnx"  # the export stage's selected KD student
+DEFAULT_MODEL = "models/onnx/student_kd.onnx"  # the KD student select_student chose
 
 
 def _max_pixels(params_path: str, explicit: bool) -> int:

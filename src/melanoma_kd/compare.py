@@ -24,10 +24,11 @@ import numpy as np
 import pandas as pd
 
 from melanoma_kd import metrics as M
+from melanoma_kd.catalog import EvaluationFiles
 from melanoma_kd.errors import UserError
 
 WORKSPACE = "workspace"
-PREDICTIONS_DIR = "metrics/predictions"
+PREDICTIONS_DIR = EvaluationFiles().predictions.as_posix()  # the evaluate stage's
 SPLITS_FILE = "data/splits.csv"
 METRICS = ("roc_auc", "pauc")
 

@@ -49,8 +49,8 @@ class DataParams(Section):
 class GenerateParams(Section):
     """Synthetic dermoscopy generator (the built-in default data set)."""
 
-    n_images: Annotated[int, Field(ge=20)] = 2000
-    positive_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.10
+    n_images: Annotated[int, Field(ge=20)] = 1500
+    positive_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.30
     image_size: ImageSize = 128
     max_lesions_per_patient: PositiveInt = 3
     max_images_per_lesion: PositiveInt = 3
@@ -63,9 +63,9 @@ class GenerateParams(Section):
 class SplitParams(Section):
     """Patient-grouped, label-stratified train/val/holdout split."""
 
-    train: Fraction = 0.70
-    val: Fraction = 0.15
-    holdout: Fraction = 0.15
+    train: Fraction = 0.50
+    val: Fraction = 0.25
+    holdout: Fraction = 0.25
     seed: NonNegInt = 0
 
     @model_validator(mode="after")
@@ -108,7 +108,7 @@ class AugmentParams(Section):
     brightness: Fraction = 0.2
     contrast: Fraction = 0.2
     saturation: Fraction = 0.2
-    hue: Annotated[float, Field(ge=0.0, le=0.5)] = 0.05
+    hue: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0
 
 
 class TrainParams(Section):
@@ -169,7 +169,7 @@ class TeachersParams(Section):
         default_factory=lambda: ["resnet18", "resnet10t"]
     )
     image_size: ImageSize = 64
-    epochs: PositiveInt = 10
+    epochs: PositiveInt = 6
     lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
 
 
@@ -178,7 +178,7 @@ class StudentParams(Section):
 
     arch: str = "mobilenetv3_small_100"
     image_size: ImageSize = 64
-    epochs: PositiveInt = 10
+    epochs: PositiveInt = 5
     lr: Annotated[float, Field(gt=0.0, le=1.0)] = 2e-3
 
 
@@ -193,7 +193,7 @@ class DistillParams(Section):
 
     teacher: str = "best"
     temperature: Annotated[list[Temperature], Field(min_length=1)] = Field(
-        default_factory=lambda: [1.0, 2.0, 4.0]
+        default_factory=lambda: [1.0, 4.0]
     )
     alpha: Annotated[list[Fraction], Field(min_length=1)] = Field(
         default_factory=lambda: [0.5, 0.9]
@@ -203,7 +203,7 @@ class DistillParams(Section):
     )
     feature_stages: Annotated[int, Field(ge=1, le=4)] = 2
     # Transfer set: unlabelled images the student sees with the distillation term only.
-    transfer_images: NonNegInt = 0  # 0 = off
+    transfer_images: NonNegInt = 200  # 0 = off
     transfer_seed: NonNegInt = 1  # synthetic data: the generator seed of the extra draw
     transfer_dir: str | None = None  # real data: a folder of unlabelled images (never val/holdout)
 
@@ -227,8 +227,8 @@ class QuantizeParams(Section):
 class BenchmarkParams(Section):
     """Latency measurement."""
 
-    warmup: NonNegInt = 20
-    runs: Annotated[int, Field(ge=10)] = 200
+    warmup: NonNegInt = 5
+    runs: Annotated[int, Field(ge=10)] = 50
     deploy_size: ImageSize = 224
 
 

@@ -15,6 +15,7 @@ from melanoma_kd.errors import UserError
 
 PSNR_MAX_DB = 100.0  # PSNR reported for identical images, so metrics stay finite JSON numbers
 PNG_COMPRESSION = 3  # fixed zlib level: PNG bytes are a pure function of the pixels
+MIN_SIDE = 8  # px: a smaller decoded image is refused (no lesion fits in it)
 
 
 def rgb_to_bgr(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
@@ -62,14 +63,22 @@ def as_byte_array(raw: object) -> NDArray[np.uint8]:
 
 
 def decode_image(raw: object, name: str = "image") -> NDArray[np.uint8]:
-    """Decode JPEG/PNG bytes to RGB ``uint8``; :class:`UserError` naming ``name`` if bad."""
+    """Decode encoded image bytes (JPEG, PNG, ... as OpenCV reads them) to RGB ``uint8`` H×W×3.
+
+    The one image decoder of the package: the data sources, the hair-removed and generated
+    stores, the transfer folder and ``predict`` all read through it. An undecodable payload or
+    an image under :data:`MIN_SIDE` pixels is a :class:`UserError` naming ``name``.
+    """
     try:
         buf = as_byte_array(raw)
     except TypeError as exc:
         raise UserError(f"{name}: {exc}") from None
     image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    if image is None:
+    if image is None or image.ndim != 3 or image.shape[2] != 3:
         raise UserError(f"{name}: corrupt or unreadable image ({buf.size} bytes)")
+    if min(image.shape[:2]) < MIN_SIDE:
+        h, w = image.shape[:2]
+        raise UserError(f"{name}: image too small ({w}x{h}; need >= {MIN_SIDE}x{MIN_SIDE})")
     return bgr_to_rgb(image)
 
 

@@ -294,18 +294,25 @@ def holdout_report(
     s_test: ArrayLike,
     sens_target: float = SENS_TARGET,
     n_bins: int = ECE_BINS,
+    *,
+    t_sens: float | None = None,
+    t_f1: float | None = None,
 ) -> dict[str, float]:
     """Holdout metrics, with operating points chosen on validation and applied to holdout.
 
     ``s_test`` must be probabilities (for ECE/MCE). Keys: roc_auc, pr_auc, pauc, ece, mce,
     sens95_threshold, sens95_sensitivity, sens95_specificity, f1_threshold, f1, precision,
     recall, accuracy (the ``sens95`` prefix is kept whatever ``sens_target`` is).
+    ``t_sens`` / ``t_f1``, when given, are thresholds already chosen on this validation set by
+    the same rules (a deployed model's recorded ones); otherwise they are chosen here.
     """
     yv, sv = _check(y_val, s_val, y_name="y_val", s_name="s_val")
     yt, st = _check(y_test, s_test, y_name="y_test", s_name="s_test")
     _check_probs(st, "s_test")
-    t_sens = threshold_at_sensitivity(yv, sv, sens_target)
-    t_f1 = threshold_max_f1(yv, sv)
+    if t_sens is None:
+        t_sens = threshold_at_sensitivity(yv, sv, sens_target)
+    if t_f1 is None:
+        t_f1 = threshold_max_f1(yv, sv)
     at_sens = metrics_at_threshold(yt, st, t_sens)
     at_f1 = metrics_at_threshold(yt, st, t_f1)
     cal = calibration_errors(yt, st, n_bins)

@@ -1,91 +1,41 @@
-"""Plot data (CSV for ``dvc plots``) and PNG figures of the holdout evaluation.
+"""Plot data (CSV for ``dvc plots``) of the holdout evaluation, read from the evaluation's files.
 
-CSV files are small, stable (fixed decimals, fixed order) and named by *role* for the key models
-(``best_teacher``, ``scratch_student``, ``kd_student``, ``kd_student_int8``) so the top-level
-``plots:`` definitions in ``dvc.yaml`` overlay them on any branch and any grid:
+The plot stage reads what the evaluate stage wrote (:func:`melanoma_kd.results.load_evaluation`)
+— never the scoring code, torch or dvclive — and writes small, stable CSVs (fixed decimals,
+fixed order) named by *role* for the key models (``best_teacher``, ``scratch_student``,
+``kd_student``, ``kd_student_int8``) so the top-level ``plots:`` definitions in ``dvc.yaml``
+overlay them on any branch and any grid:
 
     plots/roc/<role>.csv          fpr,tpr
     plots/pr/<role>.csv           recall,precision
     plots/reliability/<role>.csv  bin_lo,bin_hi,count,mean_p,frac_pos (+ perfect.csv diagonal)
     plots/thresholds/<role>.csv   threshold,sensitivity,specificity,f1
-    plots/confusion/<role>.csv    actual,predicted (one record per holdout image)
-    plots/training/<role>.csv     step,<dvclive metrics>
-    plots/kd_ablation.csv         validation metrics per KD grid point
-    plots/hard_cases.csv          the images shown in the hard-case grids
+    plots/confusion/<role>.csv    actual,predicted (one record per holdout image, at the
+                                  model's deployed decision threshold)
+    plots/training/<role>.csv     step,<metrics of the run's training curves>
 
-PNGs (matplotlib Agg, Okabe-Ito colour-blind-safe palette, cividis colour map):
-``kd_ablation.png``, ``confidence.png``, ``holdout_curves.png`` and ``hard_cases/<kind>.png``.
+The PNG figures are :mod:`melanoma_kd.figures`'.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
+import h5py
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from melanoma_kd import metrics as M
-from melanoma_kd.catalog import ROLE_LABELS, ROLES
-from melanoma_kd.evaluate import (
-    HARD_CASE_KINDS,
-    LABEL_NAMES,
-    Evaluation,
-    csv_text,
-    training_curves,
-    write_csv,
-)
+from melanoma_kd.errors import UserError
 from melanoma_kd.io import atomic_path
+from melanoma_kd.results import DECISION_THRESHOLD, EvaluationRecord, csv_text
 
-# Okabe & Ito (2008): distinguishable with every common colour-vision deficiency.
-OKABE_ITO = {
-    "blue": "#0072B2",
-    "orange": "#E69F00",
-    "green": "#009E73",
-    "vermillion": "#D55E00",
-    "purple": "#CC79A7",
-    "sky": "#56B4E9",
-    "yellow": "#F0E442",
-    "black": "#000000",
-}
-ROLE_STYLE = {
-    "best_teacher": {"color": OKABE_ITO["blue"], "linestyle": "-"},
-    "scratch_student": {"color": OKABE_ITO["orange"], "linestyle": "--"},
-    "kd_student": {"color": OKABE_ITO["green"], "linestyle": "-"},
-    "kd_student_int8": {"color": OKABE_ITO["purple"], "linestyle": ":"},
-}
-CLASS_COLOR = {0: OKABE_ITO["blue"], 1: OKABE_ITO["vermillion"]}
-HARD_CASE_TITLES = {
-    "teacher_right_student_wrong": "Teacher right, KD student wrong",
-    "student_right_teacher_wrong": "KD student right, teacher wrong",
-    "high_confidence_errors": "KD student's most confident errors",
-}
+LABEL_NAMES = {0: "benign", 1: "melanoma"}
 THRESHOLD_GRID = np.round(np.linspace(0.0, 1.0, 101), 2)
 PLOT_DIRS = ("roc", "pr", "reliability", "thresholds", "confusion", "training")
 ImageLoader = Callable[[str], np.ndarray]  # image_id -> uint8 H×W×3
-
-plt.rcParams.update(
-    {
-        "font.size": 11,
-        "axes.titlesize": 12,
-        "axes.labelsize": 11,
-        "legend.fontsize": 9,
-        "figure.dpi": 100,
-        "svg.hashsalt": "melanoma-kd",
-    }
-)
-
-
-# --------------------------------------------------------------------------- plot data (CSV)
 
 
 def roc_points(y: np.ndarray, s: np.ndarray) -> pd.DataFrame:
@@ -101,7 +51,7 @@ def pr_points(y: np.ndarray, s: np.ndarray) -> pd.DataFrame:
 
 
 def reliability_points(y: np.ndarray, s: np.ndarray, n_bins: int) -> pd.DataFrame:
-    """Non-empty bins of :func:`melanoma_kd.metrics.reliability_table`."""
+    """Non-empty bins of :func:`melanoma_kd.metrics.reliability_table` (the ECE's bins)."""
     table = pd.DataFrame(M.reliability_table(y, s, n_bins))
     return table[table["count"] > 0].reset_index(drop=True)
 
@@ -144,22 +94,39 @@ def confusion_records(y: np.ndarray, s: np.ndarray, t: float) -> pd.DataFrame:
     )
 
 
-def write_plot_data(ev: Evaluation, plots_dir: str | Path, curves: bool = True) -> None:
+def training_curves(run_dir: Path) -> pd.DataFrame:
+    """A run's training curves (``live/plots/metrics/*.tsv``, one metric each) merged on
+    ``step``; read as plain TSV files."""
+    folder = run_dir / "live" / "plots" / "metrics"
+    files = sorted(folder.glob("*.tsv"))
+    if not files:
+        raise UserError(f"{folder}: no training curves (*.tsv) found")
+    merged: pd.DataFrame | None = None
+    for f in files:
+        df = pd.read_csv(f, sep="\t")
+        if "step" not in df.columns or len(df.columns) < 2:
+            raise UserError(f"{f}: expected columns step,<metric>")
+        metric = f.stem if f.stem in df.columns else df.columns[-1]
+        df = df[["step", metric]]
+        merged = df if merged is None else merged.merge(df, on="step", how="outer")
+    assert merged is not None
+    return merged.sort_values("step", kind="mergesort").reset_index(drop=True)
+
+
+def write_plot_data(ev: EvaluationRecord, plots_dir: str | Path, curves: bool = True) -> None:
     """Write every CSV listed in the module docstring (folders replaced as a whole)."""
     root = Path(plots_dir)
     data: dict[str, dict[str, pd.DataFrame]] = {d: {} for d in PLOT_DIRS}
     for role, name in ev.roles.items():
-        hold = ev.predictions[name].holdout
-        y, s = hold["label"].to_numpy(np.int64), hold["score"].to_numpy(np.float64)
-        m = ev.metrics[name]
+        y, s = ev.scores(name)
         data["roc"][role] = roc_points(y, s)
         data["pr"][role] = pr_points(y, s)
         data["reliability"][role] = reliability_points(y, s, ev.cfg.ece_bins)
         data["thresholds"][role] = threshold_sweep(y, s)
-        data["confusion"][role] = confusion_records(y, s, m["sens95_threshold"])
-        spec = next(sp for sp in ev.specs if sp.name == name)
-        if curves and spec.run_dir is not None:
-            data["training"][role] = training_curves(spec.run_dir)
+        data["confusion"][role] = confusion_records(y, s, ev.metrics[name][DECISION_THRESHOLD])
+        run_dir = ev.spec(name).run_dir
+        if curves and run_dir is not None:
+            data["training"][role] = training_curves(run_dir)
     data["reliability"]["perfect"] = pd.DataFrame(
         {
             "bin_lo": [0.0, 1.0],
@@ -175,293 +142,23 @@ def write_plot_data(ev: Evaluation, plots_dir: str | Path, curves: bool = True) 
         with atomic_path(root / folder, directory=True) as tmp:
             for role, df in frames.items():
                 (tmp / f"{role}.csv").write_text(csv_text(df))
-    write_csv(root / "kd_ablation.csv", ev.ablation)
-    write_csv(root / "hard_cases.csv", ev.hard_cases)
 
 
-# --------------------------------------------------------------------------- PNG figures
-
-
-def save_png(fig: Figure, path: str | Path) -> None:
-    """Save ``fig`` atomically as a PNG without volatile metadata, then close it."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-
-
-def _num(v: str) -> float:
+def cache_images(cache_h5: str | Path) -> ImageLoader:
+    """``image_id -> uint8 H×W×3`` from one HDF5 cache split (``ids`` and ``images``)."""
+    path = Path(cache_h5)
+    if not path.is_file():
+        raise UserError(f"{path}: cache file not found")
     try:
-        return float(v)
-    except ValueError:
-        return float("inf")
+        with h5py.File(path, "r") as h5:
+            index = {image_id: i for i, image_id in enumerate(h5["ids"].asstr()[()])}
+    except (OSError, KeyError) as exc:
+        raise UserError(f"{path}: not a readable image cache ({exc})") from None
 
+    def load(image_id: str) -> np.ndarray:
+        if image_id not in index:
+            raise UserError(f"{path}: image {image_id} not found")
+        with h5py.File(path, "r") as h5:
+            return np.asarray(h5["images"][index[image_id]])
 
-def kd_ablation_figure(ev: Evaluation) -> Figure:
-    """Heatmap T × α per KD method, coloured by validation pAUC; scratch baseline annotated."""
-    ab = ev.ablation
-    scratch = ev.metrics[ev.roles["scratch_student"]]["val_pauc"]
-    methods = list(dict.fromkeys(ab["method"]))
-    temps = sorted(dict.fromkeys(ab["temperature"]), key=_num)
-    alphas = sorted(dict.fromkeys(ab["alpha"]), key=_num)
-    vmin, vmax = float(ab["val_pauc"].min()), float(ab["val_pauc"].max())
-    if vmax - vmin < 1e-9:
-        vmin, vmax = vmin - 0.005, vmax + 0.005
-    cell_w = 1.3
-    fig_w = max(6.0, 1.6 + len(methods) * (len(alphas) * cell_w + 0.8) + 1.2)
-    fig_h = 2.3 + len(temps) * 0.9
-    fig, axes = plt.subplots(
-        1, len(methods), figsize=(fig_w, fig_h), squeeze=False, layout="constrained"
-    )
-    cmap = plt.get_cmap("cividis")
-    image = None
-    for ax, method in zip(axes[0], methods, strict=True):
-        grid = np.full((len(temps), len(alphas)), np.nan)
-        sel_mask = np.zeros(grid.shape, dtype=bool)
-        for _, r in ab[ab["method"] == method].iterrows():
-            i, j = temps.index(r["temperature"]), alphas.index(r["alpha"])
-            grid[i, j], sel_mask[i, j] = r["val_pauc"], bool(r["selected"])
-        image = ax.imshow(grid, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
-        for i, j in itertools.product(range(len(temps)), range(len(alphas))):
-            v = grid[i, j]
-            if np.isnan(v):
-                ax.text(j, i, "n/a", ha="center", va="center", fontsize=10)
-                continue
-            shade = (v - vmin) / (vmax - vmin)
-            color = "black" if shade > 0.55 else "white"
-            chosen = bool(sel_mask[i, j])
-            text = f"{v:.4f}\n({v - scratch:+.4f})" + ("\nSELECTED" if chosen else "")
-            ax.text(
-                j,
-                i,
-                text,
-                ha="center",
-                va="center",
-                fontsize=10,
-                color=color,
-                fontweight="bold" if chosen else "normal",
-            )
-            if chosen:
-                ax.add_patch(
-                    Rectangle(
-                        (j - 0.47, i - 0.47),
-                        0.94,
-                        0.94,
-                        fill=False,
-                        lw=3.5,
-                        edgecolor=OKABE_ITO["vermillion"],
-                    )
-                )
-        ax.set_title(f"{method} KD")
-        ax.set_xticks(range(len(alphas)), [f"α = {a}" for a in alphas])
-        ax.set_yticks(range(len(temps)), [f"T = {t}" for t in temps])
-        ax.set_xlabel("α (weight of the KD term)")
-        ax.set_ylabel("temperature T")
-    assert image is not None
-    cbar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9)
-    cbar.set_label("validation pAUC (TPR ≥ 0.8; max 0.2)")
-    fig.suptitle(
-        f"KD ablation on VALIDATION — cell: pAUC (Δ vs scratch student {scratch:.4f})\n"
-        "selection made on validation; holdout never used",
-        fontsize=11,
-    )
-    return fig
-
-
-def _role_label(ev: Evaluation, role: str) -> str:
-    return f"{ROLE_LABELS[role]} ({ev.roles[role]})"
-
-
-def confidence_figure(ev: Evaluation) -> Figure:
-    """Holdout P(melanoma) histograms per true class, one panel per key model."""
-    roles = [r for r in ROLES if r in ev.roles]
-    ncols = 2
-    nrows = (len(roles) + 1) // ncols
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(11, 3.6 * nrows), squeeze=False, layout="constrained"
-    )
-    bins = np.linspace(0.0, 1.0, 21)
-    for ax, role in zip(axes.ravel(), roles, strict=False):
-        name = ev.roles[role]
-        hold = ev.predictions[name].holdout
-        y, s = hold["label"].to_numpy(), hold["score"].to_numpy()
-        m = ev.metrics[name]
-        ax.hist(
-            s[y == 0],
-            bins=bins,
-            density=True,
-            color=CLASS_COLOR[0],
-            alpha=0.55,
-            label=f"benign (n={int((y == 0).sum())})",
-        )
-        ax.hist(
-            s[y == 1],
-            bins=bins,
-            density=True,
-            histtype="step",
-            lw=2.2,
-            color=CLASS_COLOR[1],
-            label=f"melanoma (n={int((y == 1).sum())})",
-        )
-        ax.axvline(
-            m["sens95_threshold"],
-            color="black",
-            ls="--",
-            lw=1.3,
-            label=f"val-chosen {ev.cfg.sens_target:.0%}-sensitivity threshold",
-        )
-        ax.axvline(
-            m["f1_threshold"], color="black", ls=":", lw=1.6, label="val-chosen max-F1 threshold"
-        )
-        ax.set_title(
-            f"{_role_label(ev, role)}\nthresholds: {ev.cfg.sens_target:.0%}-sens "
-            f"{m['sens95_threshold']:.3f} (dashed), max-F1 {m['f1_threshold']:.3f} "
-            "(dotted)",
-            fontsize=10,
-        )
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("P(melanoma)")
-        ax.set_ylabel("density (per class)")
-    for ax in axes.ravel()[len(roles) :]:
-        ax.set_visible(False)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=4)
-    fig.suptitle("Holdout confidence by true class (thresholds chosen on validation)")
-    return fig
-
-
-def holdout_curves_figure(ev: Evaluation) -> Figure:
-    """ROC, precision-recall and reliability curves of the key models on holdout."""
-    fig, (roc_ax, pr_ax, rel_ax) = plt.subplots(1, 3, figsize=(16, 5.4), layout="constrained")
-    prevalence = None
-    for role in ROLES:
-        if role not in ev.roles:
-            continue
-        name = ev.roles[role]
-        hold = ev.predictions[name].holdout
-        y, s = hold["label"].to_numpy(np.int64), hold["score"].to_numpy(np.float64)
-        m, style = ev.metrics[name], ROLE_STYLE[role]
-        prevalence = float(y.mean())
-        roc = roc_points(y, s)
-        roc_ax.plot(
-            roc["fpr"],
-            roc["tpr"],
-            lw=2,
-            **style,
-            label=f"{_role_label(ev, role)}  AUC {m['roc_auc']:.3f}",
-        )
-        # scikit-learn's order (recall descending) drawn steps-post: on (r[i+1], r[i]] the
-        # precision is p[i], the step function whose area is average precision.
-        precision, recall, _ = precision_recall_curve(y, s)
-        pr_ax.plot(
-            recall,
-            precision,
-            drawstyle="steps-post",
-            lw=2,
-            **style,
-            label=f"{ROLE_LABELS[role]}  AP {m['pr_auc']:.3f}",
-        )
-        rel = reliability_points(y, s, ev.cfg.ece_bins)
-        rel_ax.plot(
-            rel["mean_p"],
-            rel["frac_pos"],
-            marker="o",
-            ms=4,
-            lw=1.8,
-            **style,
-            label=f"{ROLE_LABELS[role]}  ECE {m['ece']:.3f}",
-        )
-    roc_ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance")
-    roc_ax.axhspan(0.8, 1.0, color="grey", alpha=0.12, label="pAUC region (TPR ≥ 0.8)")
-    roc_ax.set(
-        xlabel="false positive rate",
-        ylabel="true positive rate (sensitivity)",
-        title="ROC (holdout)",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-    )
-    if prevalence is not None:
-        pr_ax.axhline(prevalence, color="grey", lw=1, ls="--", label=f"prevalence {prevalence:.3f}")
-    pr_ax.set(
-        xlabel="recall (sensitivity)",
-        ylabel="precision",
-        title="Precision-recall (holdout)",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-    )
-    rel_ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect calibration")
-    rel_ax.set(
-        xlabel="mean predicted P(melanoma) in bin",
-        ylabel="fraction melanoma in bin",
-        title=f"Reliability ({ev.cfg.ece_bins} bins, holdout)",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-    )
-    roc_ax.legend(loc="lower right", fontsize=8)
-    pr_ax.legend(loc="lower left", fontsize=8)
-    rel_ax.legend(loc="upper left", fontsize=8)
-    return fig
-
-
-def hard_cases_figure(ev: Evaluation, kind: str, load_image: ImageLoader, ncols: int = 6) -> Figure:
-    """Grid of the hardest holdout images of one kind, captioned with both models' scores."""
-    cases = ev.hard_cases[ev.hard_cases["kind"] == kind]
-    ea = ev.error_analysis
-    subtitle = (
-        f"teacher = {ea['teacher']} (t = {ea['teacher_threshold']:.3f}), "
-        f"student = {ea['student']} (t = {ea['student_threshold']:.3f}); "
-        "thresholds = validation max-F1"
-    )
-    title = f"{HARD_CASE_TITLES[kind]} — holdout, hardest first"
-    if cases.empty:
-        fig = plt.figure(figsize=(9, 2.4))
-        fig.text(0.5, 0.62, title, ha="center", fontsize=13)
-        fig.text(0.5, 0.42, subtitle, ha="center", fontsize=9)
-        fig.text(
-            0.5, 0.18, "no such cases on the holdout set", ha="center", fontsize=12, style="italic"
-        )
-        return fig
-    n = len(cases)
-    cols = min(ncols, n)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(
-        rows,
-        cols,
-        figsize=(2.1 * cols + 0.4, 2.75 * rows + 0.9),
-        squeeze=False,
-        layout="constrained",
-    )
-    for ax, (_, c) in zip(axes.ravel(), cases.iterrows(), strict=False):
-        ax.imshow(load_image(str(c["image_id"])), interpolation="lanczos")
-        truth = LABEL_NAMES[int(c["label"])]
-        ax.set_title(
-            f"{c['image_id']}\ntrue: {truth}", fontsize=9, color=CLASS_COLOR[int(c["label"])]
-        )
-        t_ok = (c["teacher_score"] >= ea["teacher_threshold"]) == bool(c["label"])
-        s_ok = (c["student_score"] >= ea["student_threshold"]) == bool(c["label"])
-        ax.set_xlabel(
-            f"teacher P={c['teacher_score']:.3f} ({'right' if t_ok else 'WRONG'})\n"
-            f"student P={c['student_score']:.3f} ({'right' if s_ok else 'WRONG'})",
-            fontsize=9,
-        )
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for ax in axes.ravel()[n:]:
-        ax.axis("off")
-    fig.suptitle(f"{title}\n{subtitle}", fontsize=10)
-    return fig
-
-
-def render_pngs(ev: Evaluation, plots_dir: str | Path, load_image: ImageLoader) -> list[Path]:
-    """Write every PNG; return their paths."""
-    root = Path(plots_dir)
-    out = [root / "kd_ablation.png", root / "confidence.png", root / "holdout_curves.png"]
-    save_png(kd_ablation_figure(ev), out[0])
-    save_png(confidence_figure(ev), out[1])
-    save_png(holdout_curves_figure(ev), out[2])
-    with atomic_path(root / "hard_cases", directory=True) as tmp:
-        for kind in HARD_CASE_KINDS:
-            fig = hard_cases_figure(ev, kind, load_image)
-            fig.savefig(tmp / f"{kind}.png", format="png", dpi=100, metadata={"Software": None})
-            plt.close(fig)
-    out += [root / "hard_cases" / f"{kind}.png" for kind in HARD_CASE_KINDS]
-    return out
+    return load

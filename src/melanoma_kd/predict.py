@@ -32,9 +32,9 @@ from tqdm import tqdm
 from melanoma_kd.config import PreprocessParams
 from melanoma_kd.data.cache import resize_shorter_center_crop
 from melanoma_kd.data.hair import remove_hair
-from melanoma_kd.data.sources import decode_image
-from melanoma_kd.deploy import OnnxClassifier
+from melanoma_kd.deploy.onnx_model import OnnxClassifier
 from melanoma_kd.errors import UserError
+from melanoma_kd.imaging import decode_image
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 CSV_COLUMNS = ("image", "p_melanoma", "decision", "threshold", "threshold_rule", "error")

@@ -11,6 +11,9 @@ augmentation seed, which stays ``train.seed``. The cached teacher outputs
 ``train.seed``; keeping that seed keeps them exactly the teacher's view of each sample the
 replicate trains on, so no second teacher pass is needed.
 
+What each run is (hash, recorded metadata, objective) is :func:`melanoma_kd.runs.student_run`'s
+definition, the same one the main runs use.
+
 The replicate seeds live in their own params section (``replicates.seeds``), not in ``train``:
 ``train`` is a dependency of every training stage, and editing the list of replicate seeds must
 not rerun them.
@@ -18,23 +21,16 @@ not rerun them.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
-from melanoma_kd.catalog import KDPoint
 from melanoma_kd.config import Params
-from melanoma_kd.distill import METHODS, Objective, Supervised
 from melanoma_kd.errors import UserError
-from melanoma_kd.runs import RunPaths, params_hash, run_training, transfer_meta
+from melanoma_kd.points import KDPoint
+from melanoma_kd.runs import RunPaths, student_run, train
 
 Kind = Literal["scratch", "kd"]
 KINDS: tuple[Kind, ...] = ("scratch", "kd")
-# The param sections a student run's checkpoint hash covers (train_student and distill stages).
-RUN_SECTIONS: tuple[str, ...] = ("train", "augment", "models", "student")
 
 
 def replicate_hash(
@@ -46,27 +42,7 @@ def replicate_hash(
     ``distill`` stages record, so replicate and main run differ by the seed and nothing else.
     ``use_transfer=False`` is the hash of the KD point trained without its transfer set.
     """
-    extra: dict[str, Any] = (
-        {**point.as_meta(), **transfer_meta(params, use_transfer)} if point is not None else {}
-    )
-    if seed != params.train.seed:
-        extra["replicate_seed"] = seed
-    return params_hash(params, *RUN_SECTIONS, extra=extra)
-
-
-def kd_objective(
-    params: Params, point: KDPoint, feature_dims: list[int]
-) -> Callable[[torch.nn.Module, torch.nn.Module], Objective]:
-    """``make_objective`` for a KD point, built the way the distill stage builds it."""
-    make = functools.partial(
-        METHODS[point.method],
-        temperature=point.temperature,
-        alpha=point.alpha,
-        n_stages=params.distill.feature_stages,
-        teacher_dims=feature_dims,
-        image_size=params.student.image_size,
-    )
-    return lambda student, loss: make(student, loss)
+    return student_run(params, point, seed=seed, use_transfer=use_transfer).params_hash
 
 
 def train_replicate(
@@ -84,35 +60,18 @@ def train_replicate(
     uses the ``transfer`` set as its main run does (when ``distill.transfer_images`` > 0)."""
     if seed == params.train.seed:
         raise UserError(f"replicate: seed {seed} is train.seed; that run is the main run")
-    if kind == "scratch":
-        point = None  # the scratch run has no KD point (nor is one part of its hash)
-    meta: dict[str, Any] = {"seed": seed, "params_hash": replicate_hash(params, seed, point)}
-    if kind == "scratch":
-        make: Callable[[torch.nn.Module, torch.nn.Module], Objective] = Supervised
-        meta["role"] = "student"
-        desc = f"replicate seed {seed}: scratch"
-    elif kind == "kd":
-        if point is None or teacher_outputs is None:
-            raise UserError(
-                "replicate: a kd replicate needs the selected point and teacher outputs"
-            )
-        from melanoma_kd.teacher_outputs import teacher_feature_dims
-
-        make = kd_objective(params, point, teacher_feature_dims(teacher_outputs))
-        meta.update(role="distilled", **point.as_meta(), **transfer_meta(params))
-        desc = f"replicate seed {seed}: KD {point.key}"
-    else:
+    if kind not in KINDS:
         raise UserError(f"replicate: unknown kind {kind!r} (known: {list(KINDS)})")
-    return _student_run(
+    if kind == "kd" and (point is None or teacher_outputs is None):
+        raise UserError("replicate: a kd replicate needs the selected point and teacher outputs")
+    run = student_run(params, point if kind == "kd" else None, seed=seed)
+    return train(
         params,
+        run,
         cache_dir=cache_dir,
         paths=paths,
-        make=make,
-        meta=meta,
-        desc=desc,
-        seed=seed,
-        teacher_outputs=teacher_outputs if kind == "kd" else None,
-        transfer=transfer if kind == "kd" and params.distill.transfer_images else None,
+        teacher_outputs=teacher_outputs,
+        transfer=transfer,
     )
 
 
@@ -121,51 +80,5 @@ def train_without_transfer(
 ) -> dict[str, Any]:
     """The transfer-set ablation: the selected KD point retrained on the labelled train split
     only (same seed, recipe and teacher outputs; the transfer views are simply not drawn)."""
-    from melanoma_kd.teacher_outputs import teacher_feature_dims
-
-    meta = {
-        "role": "distilled",
-        **point.as_meta(),
-        "transfer_images": 0,
-        "params_hash": replicate_hash(params, params.train.seed, point, use_transfer=False),
-    }
-    return _student_run(
-        params,
-        cache_dir=cache_dir,
-        paths=paths,
-        make=kd_objective(params, point, teacher_feature_dims(teacher_outputs)),
-        meta=meta,
-        desc=f"KD {point.key} without transfer set",
-        teacher_outputs=teacher_outputs,
-    )
-
-
-def _student_run(
-    params: Params,
-    *,
-    cache_dir: Path,
-    paths: RunPaths,
-    make: Callable[[torch.nn.Module, torch.nn.Module], Objective],
-    meta: dict[str, Any],
-    desc: str,
-    seed: int | None = None,
-    teacher_outputs: Path | None = None,
-    transfer: Path | None = None,
-) -> dict[str, Any]:
-    """One student run with the student recipe (arch, epochs, lr, size) of ``params``."""
-    s = params.student
-    return run_training(
-        params,
-        arch=s.arch,
-        schedule_epochs=s.epochs,
-        lr=s.lr,
-        image_size=s.image_size,
-        cache_dir=cache_dir,
-        paths=paths,
-        make_objective=make,
-        extra_meta=meta,
-        teacher_outputs=teacher_outputs,
-        desc=desc,
-        seed=seed,
-        transfer=transfer,
-    )
+    run = student_run(params, point, use_transfer=False)
+    return train(params, run, cache_dir=cache_dir, paths=paths, teacher_outputs=teacher_outputs)

@@ -1,14 +1,20 @@
-"""One training run end to end: datasets → objective → fit → checkpoint, metrics, curves.
+"""One training run end to end: what it is (:class:`Run`), then datasets → objective → fit →
+checkpoint, metrics, curves.
 
-Shared by the ``train_teacher``, ``train_student`` and ``distill`` stages, which differ only in
-the objective and the schedule they pass in. Outputs of a run named ``<group>/<name>``:
-``models/<group>/<name>.pt``, ``metrics/<group>/<name>/summary.json`` (flat), the validation
-predictions used later for threshold selection, and dvclive curves under ``.../live``.
+A run's identity — recipe, objective (supervised or a KD grid point), params hash, recorded
+metadata and name — is built here and nowhere else: :func:`teacher_run` and :func:`student_run`
+(the scratch student, a KD point, a seed replicate of either, the KD point without its transfer
+set) are what the ``train_teacher``, ``train_student``, ``distill``, ``replicate`` and
+``transfer_ablation`` stages and the benchmarks train with :func:`train`. Outputs of a run
+named ``<group>/<name>``: ``models/<group>/<name>.pt``, ``metrics/<group>/<name>/summary.json``
+(flat), the validation predictions used later for threshold selection, and dvclive curves under
+``.../live``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,15 +34,21 @@ from melanoma_kd.data.dataset import (
     training_set,
 )
 from melanoma_kd.data.transforms import build_augment
-from melanoma_kd.distill import Objective
+from melanoma_kd.distill import METHODS, Objective, Supervised
 from melanoma_kd.errors import UserError
 from melanoma_kd.io import atomic_path, sha256_json, write_json
 from melanoma_kd.launch import is_main_process, join_process_group, threads_per_process
 from melanoma_kd.losses import task_loss
 from melanoma_kd.models.build import IMAGENET_MEAN, IMAGENET_STD, build_model, save_checkpoint
+from melanoma_kd.points import KDPoint
 from melanoma_kd.train import EpochLogger, Schedule, TeacherOutputs, fit, set_determinism
 
 log = logging.getLogger(__name__)
+
+MakeObjective = Callable[[torch.nn.Module, torch.nn.Module], Objective]
+# The param sections a run's params hash covers (and its stage lists in dvc.yaml).
+TEACHER_SECTIONS: tuple[str, ...] = ("train", "augment", "models")
+STUDENT_SECTIONS: tuple[str, ...] = ("train", "augment", "models", "student")
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,134 @@ def transfer_meta(params: Params, use_transfer: bool = True) -> dict[str, Any]:
     return {"transfer_images": n} if n else {}
 
 
+@dataclass(frozen=True)
+class Run:
+    """What one training run is: the model and schedule it trains, its objective, and the
+    metadata (``record``, params hash included) its checkpoint and summary carry, in order.
+
+    ``point`` is the KD grid point (``None``: supervised); ``seed`` a seed replicate's
+    init/shuffle seed (``None``: ``train.seed``); ``uses_transfer`` whether the transfer set is
+    appended to the training set.
+    """
+
+    desc: str
+    arch: str
+    epochs: int
+    lr: float
+    image_size: int
+    record: dict[str, Any]
+    point: KDPoint | None = None
+    seed: int | None = None
+    uses_transfer: bool = False
+
+    @property
+    def params_hash(self) -> str:
+        return self.record["params_hash"]
+
+
+def teacher_run(params: Params, arch: str) -> Run:
+    """One teacher (``train_teacher@<arch>``)."""
+    t = params.teachers
+    schedule = {"arch": arch, "epochs": t.epochs, "lr": t.lr, "size": t.image_size}
+    digest = params_hash(params, *TEACHER_SECTIONS, extra=schedule)
+    record = {"role": "teacher", "params_hash": digest}
+    return Run(f"teacher {arch}", arch, t.epochs, t.lr, t.image_size, record)
+
+
+def student_run(
+    params: Params,
+    point: KDPoint | None = None,
+    *,
+    seed: int | None = None,
+    use_transfer: bool = True,
+) -> Run:
+    """A student run: from scratch (no ``point``) or distilled at ``point``.
+
+    ``seed`` other than ``train.seed`` makes it a seed replicate: only the init/shuffle seed
+    differs from the main run, and the hash adds it. ``use_transfer=False`` is a KD point
+    trained without its transfer set (the ablation); with ``distill.transfer_images`` 0 every KD
+    run is.
+    """
+    replicate = seed is not None and seed != params.train.seed
+    extra: dict[str, Any] = {}
+    record: dict[str, Any] = {"seed": seed} if replicate else {}
+    if point is None:
+        record["role"] = "student"
+        desc = f"replicate seed {seed}: scratch" if replicate else "student (scratch)"
+    else:
+        transfer = transfer_meta(params, use_transfer)
+        extra = {**point.as_meta(), **transfer}
+        record |= {"role": "distilled", **point.as_meta()}
+        record |= transfer if use_transfer else {"transfer_images": 0}
+        if replicate:
+            desc = f"replicate seed {seed}: KD {point.key}"
+        elif use_transfer:
+            desc = f"distill T={point.temperature:g} a={point.alpha:g} {point.method}"
+        else:
+            desc = f"KD {point.key} without transfer set"
+    if replicate:
+        extra["replicate_seed"] = seed
+    record["params_hash"] = params_hash(params, *STUDENT_SECTIONS, extra=extra)
+    s = params.student
+    return Run(
+        desc,
+        s.arch,
+        s.epochs,
+        s.lr,
+        s.image_size,
+        record,
+        point,
+        seed if replicate else None,
+        point is not None and bool(transfer_meta(params, use_transfer)),
+    )
+
+
+def kd_objective(params: Params, point: KDPoint, feature_dims: list[int]) -> MakeObjective:
+    """``make_objective`` of a KD point (its method, T and alpha; feature KD's taps/adapters)."""
+    make = functools.partial(
+        METHODS[point.method],
+        temperature=point.temperature,
+        alpha=point.alpha,
+        n_stages=params.distill.feature_stages,
+        teacher_dims=feature_dims,
+        image_size=params.student.image_size,
+    )
+    return lambda student, loss: make(student, loss)
+
+
+def train(
+    params: Params,
+    run: Run,
+    *,
+    cache_dir: Path,
+    paths: RunPaths,
+    teacher_outputs: Path | None = None,
+    transfer: Path | None = None,
+) -> dict[str, Any]:
+    """Train ``run``: supervised, or its KD point on the cached ``teacher_outputs`` (and the
+    ``transfer`` set when the run uses one). See :func:`run_training`."""
+    make: MakeObjective = Supervised
+    if run.point is not None:
+        if teacher_outputs is None:
+            raise UserError(f"{run.desc}: a distillation run needs the cached teacher outputs")
+        make = kd_objective(params, run.point, TeacherOutputs(teacher_outputs).feature_dims)
+    return run_training(
+        params,
+        arch=run.arch,
+        schedule_epochs=run.epochs,
+        lr=run.lr,
+        image_size=run.image_size,
+        cache_dir=cache_dir,
+        paths=paths,
+        make_objective=make,
+        extra_meta=dict(run.record),
+        teacher_outputs=teacher_outputs if run.point is not None else None,
+        desc=run.desc,
+        seed=run.seed,
+        transfer=transfer if run.uses_transfer else None,
+    )
+
+
 @contextlib.contextmanager
 def _curves(live_dir: Path, enabled: bool) -> Iterator[EpochLogger | None]:
     """An epoch logger writing dvclive curves under ``live_dir``; ``None`` when not enabled."""
@@ -98,7 +238,7 @@ def run_training(
     image_size: int,
     cache_dir: Path,
     paths: RunPaths,
-    make_objective: Callable[[torch.nn.Module, torch.nn.Module], Objective],
+    make_objective: MakeObjective,
     extra_meta: dict[str, Any],
     teacher_outputs: Path | None = None,
     desc: str = "train",

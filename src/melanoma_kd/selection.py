@@ -1,6 +1,7 @@
 """Choosing on validation: the one rule that picks the teacher to distil, the KD grid point to
-export and the "best teacher" the evaluation compares against, and the one rule that sets a
-deployable model's decision threshold (:func:`operating_thresholds`).
+export (:func:`selection_record`, the ``select_student`` stage) and the "best teacher" the
+evaluation compares against, and the one rule that sets a deployable model's decision threshold
+(:func:`operating_thresholds`).
 
 A candidate is a training run's ``summary.json`` (written by :mod:`melanoma_kd.runs`), read for
 its validation pAUC and ROC-AUC. Ranking: higher validation pAUC first; a tie is broken by the
@@ -10,9 +11,10 @@ order, or the sorted point names), so the order is total and stable. Holdout is 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,6 +65,51 @@ def best_by_validation(summaries: Mapping[str, Path]) -> str:
 def run_summaries(root: str | Path, names: list[str]) -> dict[str, Path]:
     """``{name: root/name/summary.json}`` in the given order."""
     return {name: Path(root) / name / SUMMARY for name in names}
+
+
+def rank_students(
+    distill_metrics_root: str | Path, points: Collection[str] | None = None
+) -> list[dict[str, Any]]:
+    """KD points with a ``summary.json``, best first by :data:`RULE` (candidates listed in name
+    order, so an exact tie goes to the first name).
+
+    ``points`` restricts the candidates to the current grid (a point removed from params.yaml
+    leaves its old outputs behind); each of them must have a summary. Holdout is never read.
+    """
+    root = Path(distill_metrics_root)
+    if not root.is_dir():
+        raise UserError(f"{root}: KD metrics directory not found")
+    if points is None:
+        names = sorted(p.parent.name for p in root.glob(f"*/{SUMMARY}"))
+    else:
+        names = sorted(points)
+        missing = [str(root / n / SUMMARY) for n in names if not (root / n / SUMMARY).is_file()]
+        if missing:
+            raise UserError(f"{missing[0]}: KD summary not found ({len(missing)} missing)")
+    if not names:
+        raise UserError(f"{root}: no KD point has a summary.json")
+    ranked = rank_by_validation(run_summaries(root, names))
+    return [{"point": r.name, "val_pauc": r.val_pauc, "val_roc_auc": r.val_roc_auc} for r in ranked]
+
+
+def select_student(distill_metrics_root: str | Path, points: Collection[str] | None = None) -> str:
+    """Name of the best KD point on validation (:func:`rank_students`)."""
+    return rank_students(distill_metrics_root, points)[0]["point"]
+
+
+def selection_record(
+    distill_metrics_root: str | Path, points: Collection[str], checkpoint_dir: str | Path
+) -> dict[str, Any]:
+    """The ``selected_student.json`` record: the best KD point with its validation scores, its
+    checkpoint (``checkpoint_dir/<point>.pt``), the number of candidates and the rule."""
+    ranking = rank_students(distill_metrics_root, points)
+    best = ranking[0]
+    return {
+        **best,
+        "checkpoint": str(Path(checkpoint_dir) / f"{best['point']}.pt"),
+        "candidates": len(ranking),
+        "selected_on": RULE,
+    }
 
 
 THRESHOLD_RULE = "highest threshold with sensitivity >= {target:g} on validation"

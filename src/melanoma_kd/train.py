@@ -46,7 +46,8 @@ def set_determinism(seed: int, num_threads: int) -> None:
 class TeacherOutputs:
     """Cached teacher logits/features per (epoch, view index), loaded one epoch at a time.
 
-    Views ``0..n_train-1`` are the train split's; a transfer set's follow them."""
+    Views ``0..n_train-1`` are the train split's; a transfer set's follow them. ``feature_dims``
+    are the widths of the pooled teacher feature taps (what feature KD's adapters map to)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -55,6 +56,7 @@ class TeacherOutputs:
                 self.epochs, self.n_views = (int(n) for n in h5["logits"].shape[:2])
                 self.n_features = int(h5.attrs.get("n_features", 0))
                 self.n_train = int(h5.attrs["n_train"])
+                self.feature_dims = [int(d) for d in h5.attrs.get("feature_dims", [])]
         except (OSError, KeyError) as exc:
             raise UserError(f"{self.path}: not a readable teacher-outputs file ({exc})") from None
         self._epoch = -1

@@ -38,18 +38,19 @@ from typing import Any
 
 import yaml
 
+from melanoma_kd.catalog import EvaluationFiles
 from melanoma_kd.cpu_kernels import platform_fingerprint
 from melanoma_kd.io import atomic_path
 
 RESULT_DIRS = ("metrics", "plots", "reports", "README.md")
 PLATFORM_FILE = Path("reports/platform.json")
 HEADLINE_FILE = "metrics/headline.json"
-SEEDS_FILE = "metrics/seed_replicates.json"
+_EVALUATION = EvaluationFiles()  # the layout dvc.yaml's evaluate stage writes
+SEEDS_FILE = _EVALUATION.seeds.as_posix()
 # The paired comparisons whose conclusions must survive a change of CPU.
-COMPARISON_FILES = (
-    "metrics/kd_gain.json",
-    "metrics/student_vs_teacher.json",
-    "metrics/transfer_ablation.json",
+COMPARISON_FILES = tuple(
+    p.as_posix()
+    for p in (_EVALUATION.kd_gain, _EVALUATION.student_vs_teacher, _EVALUATION.transfer)
 )
 # Another CPU's float rounding perturbs training like another seed does, so two runs of one
 # model differ by about sqrt(2) between-seed sds; 2·sqrt(2)·sd covers 95 % of that.

@@ -13,8 +13,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from melanoma_kd.data.sources import decode_image
 from melanoma_kd.errors import UserError
+from melanoma_kd.imaging import decode_image
 
 
 class PreprocessedStore:

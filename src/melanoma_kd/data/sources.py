@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import h5py
 import numpy as np
 import pandas as pd
@@ -22,20 +21,12 @@ from tqdm import tqdm
 from melanoma_kd.config import DataParams
 from melanoma_kd.data.tables import read_table
 from melanoma_kd.errors import UserError
+from melanoma_kd.imaging import decode_image
 
 MANIFEST_COLUMNS = ["image_id", "lesion_id", "patient_id", "label", "source", "location"]
 ISIC_IMAGES = "train-image.hdf5"
 ISIC_METADATA = "train-metadata.csv"
 HAM_METADATA = "HAM10000_metadata.csv"
-
-
-def decode_image(data: bytes | np.ndarray, what: str) -> np.ndarray:
-    """Decode encoded image bytes to RGB uint8; raise :class:`UserError` naming ``what``."""
-    buf = np.frombuffer(bytes(data), dtype=np.uint8) if not isinstance(data, np.ndarray) else data
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    if img is None or img.ndim != 3 or img.shape[2] != 3 or min(img.shape[:2]) < 8:
-        raise UserError(f"{what}: corrupt or unreadable image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:

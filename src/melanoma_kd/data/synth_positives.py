@@ -3,12 +3,10 @@
 One sample transplants the lesion of a train melanoma image (the *donor*) onto the skin of a
 benign train image of ANOTHER patient (the *background*):
 
-1. lesion mask of the donor: Otsu threshold on the blurred CIELAB L channel (lesions are darker
-   than skin; the histogram is taken over the central field of view so dark vignette corners
-   do not set the threshold), the largest connected component (components touching the image
-   border — vignette corners — only if nothing else is found), holes filled, dilated so some
-   surrounding skin comes along (at least 8 px: Poisson cloning loses the lesion edge without
-   it) and the clone has a soft boundary;
+1. lesion mask of the donor (:func:`melanoma_kd.data.lesion.lesion_mask`: Otsu threshold on the
+   blurred CIELAB L channel over the central field of view, the largest connected component not
+   touching the border, holes filled), dilated so some surrounding skin comes along (at least
+   8 px: Poisson cloning loses the lesion edge without it) and the clone has a soft boundary;
 2. "benign skin": the background's own lesion (same mask recipe) is removed by Telea inpainting;
 3. geometric variation of the lesion patch: horizontal flip, rotation (any angle), scale;
 4. mild elastic variation: ``cv2.remap`` with a Gaussian-smoothed random displacement field;
@@ -39,17 +37,14 @@ import cv2
 import h5py
 import numpy as np
 import pandas as pd
-from numpy.typing import NDArray
 from tqdm import tqdm
 
 from melanoma_kd.config import Params, SynthParams, load_params
+from melanoma_kd.data.lesion import Image, Mask, fallback_mask, lesion_mask
 from melanoma_kd.data.tables import read_table
 from melanoma_kd.errors import UserError
 from melanoma_kd.imaging import encode_png
 from melanoma_kd.io import atomic_path
-
-Image = NDArray[np.uint8]
-Mask = NDArray[np.uint8]
 
 SYNTH_SOURCE = "synthetic_positive"
 ID_PREFIX = "SYNPOS_"
@@ -74,8 +69,6 @@ CENTRE_JITTER = 0.10  # lesion centre: image centre ± this fraction of the side
 MARGIN = 3  # px of zero mask around a patch and between a clone and the image border
 INPAINT_RADIUS = 5
 CLONE_SKIN_PX = 8  # skin kept inside the clone mask around the lesion (see make_positive)
-FOV = 0.4  # Otsu's histogram: central ellipse with these semi-axes (fractions of w, h)
-MIN_MASK_FRACTION = 0.01  # a "lesion" smaller than this fraction of the image is no lesion
 MAX_PATCH_FRACTION = 0.8  # a transplanted lesion spans at most this fraction of the background
 
 
@@ -201,68 +194,6 @@ def plan_samples(splits: pd.DataFrame, params: SynthParams) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------ image recipe
-
-
-def _odd(x: float) -> int:
-    k = max(3, round(x))
-    return k if k % 2 else k + 1
-
-
-def otsu_threshold(values: NDArray[np.uint8]) -> int:
-    """Otsu's threshold of 8-bit values: the ``t`` maximising the between-class variance of
-    ``values <= t`` vs ``values > t``."""
-    hist = np.bincount(values.ravel(), minlength=256).astype(np.float64)
-    levels = np.arange(256, dtype=np.float64)
-    w0 = np.cumsum(hist)
-    m0 = np.cumsum(hist * levels)
-    total, mean_all = w0[-1], m0[-1]
-    w1 = total - w0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (mean_all * w0 - m0 * total) ** 2 / (w0 * w1)
-    between[~np.isfinite(between)] = -1.0
-    return int(np.argmax(between))
-
-
-def lesion_mask(rgb: Image, dilate: float = 0.0, min_dilate_px: int = 0) -> Mask | None:
-    """0/255 lesion mask (see module doc), or ``None`` if no plausible lesion is found.
-
-    Dilated by ``max(min_dilate_px, dilate · shorter side)`` pixels.
-    """
-    h, w = rgb.shape[:2]
-    lightness = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[..., 0]
-    blurred = cv2.GaussianBlur(lightness, (_odd(0.03 * min(h, w)),) * 2, 0)
-    # Otsu's threshold from the central field of view only: dark vignette corners of the
-    # dermoscope would otherwise split the histogram and leave just the lesion's darkest core.
-    centre = np.zeros((h, w), np.uint8)
-    axes = (max(1, round(FOV * w)), max(1, round(FOV * h)))
-    cv2.ellipse(centre, (w // 2, h // 2), axes, 0, 0, 360, 1, -1)
-    threshold = otsu_threshold(blurred[centre > 0])
-    dark = np.where(blurred <= threshold, 255, 0).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
-    if n <= 1:
-        return None
-    x, y, bw, bh, area = (stats[1:, k] for k in range(5))
-    inner = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
-    score = np.where(inner, area, 0) if inner.any() else area
-    best = int(np.argmax(score))
-    if area[best] < MIN_MASK_FRACTION * h * w:
-        return None
-    mask = np.where(labels == best + 1, 255, 0).astype(np.uint8)
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(mask, contours, -1, 255, thickness=cv2.FILLED)  # fill holes
-    r = max(min_dilate_px, round(dilate * min(h, w)))
-    if r > 0:
-        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
-    return mask
-
-
-def fallback_mask(shape: tuple[int, ...], grow: int = 0) -> Mask:
-    """A centred ellipse (half the sides, plus ``grow`` px) for a donor Otsu finds no lesion in."""
-    h, w = shape[:2]
-    mask = np.zeros((h, w), np.uint8)
-    axes = (max(1, w // 4 + grow), max(1, h // 4 + grow))
-    cv2.ellipse(mask, (w // 2, h // 2), axes, 0, 0, 360, 255, -1)
-    return mask
 
 
 def _crop_to_mask(img: Image, mask: Mask, pad: int = MARGIN) -> tuple[Image, Mask]:

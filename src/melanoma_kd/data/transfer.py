@@ -27,9 +27,9 @@ from pydantic import ValidationError
 from melanoma_kd.config import GenerateParams, Params
 from melanoma_kd.data.cache import UNLABELLED, resize_shorter_center_crop, write_split_cache
 from melanoma_kd.data.hair import iter_remove_hair, output_params
-from melanoma_kd.data.sources import decode_image
 from melanoma_kd.data.synthetic import IMAGES_FILE, METADATA_FILE, generate_dataset, read_image
 from melanoma_kd.errors import UserError
+from melanoma_kd.imaging import decode_image
 from melanoma_kd.io import sha256_json
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})

@@ -1,0 +1,229 @@
+"""CPU latency (batch 1; 1 thread and all cores) of every exported model × runtime: PyTorch
+eager fp32, ONNX Runtime fp32 and INT8, with file sizes, parameter counts and the CPU's ISA flags.
+
+The models are found by the export/quantize naming convention in the ONNX folder; the PyTorch
+model is rebuilt from the checkpoint each ONNX file's metadata names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from melanoma_kd.deploy.onnx_model import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    OnnxClassifier,
+    file_mb,
+    read_metadata,
+)
+from melanoma_kd.deploy.tables import latency_ratios
+from melanoma_kd.errors import UserError
+from melanoma_kd.models.build import load_checkpoint
+
+ISA_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_int8",
+    "amx_bf16",
+)
+
+
+def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
+    """CPU model name, logical cores and the ISA flags that matter for fp32/int8 kernels."""
+    text = Path(cpuinfo).read_text() if Path(cpuinfo).is_file() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    flags_line = re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
+    flags = set(flags_line.group(1).split()) if flags_line else set()
+    info: dict[str, Any] = {
+        "model": model.group(1).strip() if model else platform.processor() or "unknown",
+        "logical_cores": all_cores(),
+        "vnni": any("vnni" in f for f in flags),
+    }
+    info |= {f"isa_{f}": f in flags for f in ISA_FLAGS}
+    info["isa_flags"] = " ".join(sorted(f for f in flags if re.match(r"(avx|amx|fma|sse4)", f)))
+    return info
+
+
+def all_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def time_runs(fn: Callable[[], object], warmup: int, runs: int) -> dict[str, float]:
+    """Call ``fn`` ``warmup`` times untimed, then ``runs`` timed calls: p50/p90/mean in ms.
+
+    CPU only, so each call has finished when it returns (no device synchronisation needed).
+    """
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter_ns()
+        fn()
+        times.append((time.perf_counter_ns() - start) / 1e6)
+    arr = np.asarray(times)
+    return {
+        "p50_ms": float(np.percentile(arr, 50)),
+        "p90_ms": float(np.percentile(arr, 90)),
+        "mean_ms": float(statistics.fmean(times)),
+        "runs": runs,
+    }
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Temporarily set PyTorch's intra-op thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def bench_input(image_size: int, seed: int = 0) -> np.ndarray:
+    """A fixed batch-1 float32 input."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((1, 3, image_size, image_size), dtype=np.float32)
+
+
+def torch_latency(
+    model: nn.Module, image_size: int, threads: int, warmup: int, runs: int
+) -> dict[str, float]:
+    """PyTorch eager fp32, batch 1, under ``inference_mode``."""
+    x = torch.from_numpy(bench_input(image_size))
+    model = model.eval()
+    with torch_threads(threads), torch.inference_mode():
+        return time_runs(lambda: model(x), warmup, runs)
+
+
+def ort_latency(path: str | Path, threads: int, warmup: int, runs: int) -> dict[str, float]:
+    """ONNX Runtime CPU, batch 1, ``threads`` intra-op threads."""
+    clf = OnnxClassifier(path, threads)
+    x = bench_input(clf.image_size)
+    feed = {INPUT_NAME: x}
+    run = clf.session.run
+    return time_runs(lambda: run([OUTPUT_NAME], feed), warmup, runs)
+
+
+def discover_models(onnx_dir: str | Path, teachers: list[str], deploy_size: int) -> dict[str, Any]:
+    """The benchmark's model list from the export/quantize naming convention.
+
+    ``{model: {"onnx": fp32 path, "int8": {...}, "deploy": bool}}``. Missing required files
+    (student_kd, student_scratch, each teacher) are a :class:`UserError`.
+    """
+    d = Path(onnx_dir)
+    models: dict[str, Any] = {}
+    for name in ("student_kd", "student_scratch", *(f"teacher_{a}" for a in teachers)):
+        path = d / f"{name}.onnx"
+        if not path.is_file():
+            raise UserError(f"{path}: exported model not found (run the export stages)")
+        models[name] = {"onnx": path, "int8": {}, "deploy": False}
+        deploy = d / f"{name}_{deploy_size}.onnx"
+        if deploy.is_file():
+            models[f"{name}_{deploy_size}"] = {"onnx": deploy, "int8": {}, "deploy": True}
+    for key, runtime, fname in (
+        ("student_kd", "ort_int8", "student_kd_int8.onnx"),
+        ("student_kd", "ort_int8_dynamic", "student_kd_int8_dynamic.onnx"),
+        (f"student_kd_{deploy_size}", "ort_int8", f"student_kd_{deploy_size}_int8.onnx"),
+    ):
+        if key in models and (d / fname).is_file():
+            models[key]["int8"][runtime] = d / fname
+    return models
+
+
+def benchmark(
+    onnx_dir: str | Path,
+    teachers: list[str],
+    *,
+    warmup: int,
+    runs: int,
+    deploy_size: int,
+    quantize_metrics: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Latency of every model × runtime at 1 thread and at all cores, plus sizes and params.
+
+    PyTorch eager runs from the checkpoint named in each ONNX file's metadata. The result is a
+    nested dict of scalars (no lists), ``metrics/benchmark.json``.
+    """
+    cores = all_cores()
+    thread_settings = {"threads_1": 1, "threads_all": cores}
+    result: dict[str, Any] = {
+        "cpu": cpu_info(),
+        "settings": {
+            "batch": 1,
+            "warmup": warmup,
+            "runs": runs,
+            "threads_all": cores,
+            "deploy_size": deploy_size,
+            "torch": torch.__version__,
+            "onnxruntime": ort.__version__,
+        },
+        "models": {},
+    }
+    q = quantize_metrics or {}
+    for name, spec in discover_models(onnx_dir, teachers, deploy_size).items():
+        meta = read_metadata(spec["onnx"])
+        size = int(meta["image_size"])
+        entry: dict[str, Any] = {
+            "arch": meta["arch"],
+            "image_size": size,
+            "params": int(meta["num_params"]),
+            "latency_only": bool(meta.get("latency_only", False)),
+        }
+        if "val_pauc" in meta:
+            entry["val_pauc"] = float(meta["val_pauc"])
+        if "requested_image_size" in meta:  # a fixed-size model: timed at the size it accepts
+            entry["requested_image_size"] = int(meta["requested_image_size"])
+            entry["input_size_note"] = str(meta.get("input_size_note", ""))
+        ckpt = Path(str(meta.get("source_checkpoint", "")))
+        runners: dict[str, tuple[Path, Callable[[int], dict[str, float]]]] = {}
+        if ckpt.is_file():
+            model, _ = load_checkpoint(ckpt)
+            runners["torch_fp32"] = (
+                ckpt,
+                lambda t, m=model, s=size: torch_latency(m, s, t, warmup, runs),
+            )
+        runners["ort_fp32"] = (
+            spec["onnx"],
+            lambda t, p=spec["onnx"]: ort_latency(p, t, warmup, runs),
+        )
+        for runtime, path in spec["int8"].items():
+            runners[runtime] = (path, lambda t, p=path: ort_latency(p, t, warmup, runs))
+        for runtime, (path, run) in runners.items():
+            if progress:
+                progress(f"{name} {runtime} @ {size}px")
+            row: dict[str, Any] = {"size_mb": round(file_mb(path), 4)}
+            for key, threads in thread_settings.items():
+                row[key] = {k: round(v, 4) for k, v in run(threads).items()}
+            entry[runtime] = row
+        if name == "student_kd" and "int8_val_pauc" in q:
+            entry["ort_int8"]["val_pauc"] = q["int8_val_pauc"]
+        if name == "student_kd" and "int8_dynamic_val_pauc" in q and "ort_int8_dynamic" in entry:
+            entry["ort_int8_dynamic"]["val_pauc"] = q["int8_dynamic_val_pauc"]
+        result["models"][name] = entry
+    result["ratios"] = latency_ratios(result["models"], teachers, deploy_size)
+    return result
