@@ -17,7 +17,7 @@ from pathlib import Path
 from melanoma_kd.catalog import read_selected
 from melanoma_kd.config import load_params
 from melanoma_kd.data.hair import output_params
-from melanoma_kd.deploy.export import export_checkpoint, validation_thresholds
+from melanoma_kd.deploy.export import export_checkpoint, validation_calibration
 from melanoma_kd.deploy.onnx_model import read_metadata
 from melanoma_kd.errors import UserError, cli_entry
 from melanoma_kd.io import write_json
@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_params(args.params)
     checkpoint, val_predictions = _source(args)
-    thresholds = validation_thresholds(val_predictions, params.evaluate.sens_target)
+    platt, thresholds = validation_calibration(
+        val_predictions, params.evaluate.sens_target, params.evaluate.ece_bins
+    )
     metadata = {
         **thresholds,
         "cache_size": params.cache.size,
@@ -77,12 +79,14 @@ def main(argv: list[str] | None = None) -> None:
         metadata=metadata,
         deploy_out=args.deploy_out,
         deploy_size=params.benchmark.deploy_size,
+        calibration=platt,
     )
     flat = {
         "opset": params.export.opset,
         "atol": params.export.atol,
         "threshold": thresholds["threshold"],
         "threshold_max_f1": thresholds["threshold_max_f1"],
+        **{f"calibration_{k}": v for k, v in thresholds["calibration"].items()},
     }
     for kind, r in report.items():
         flat |= {f"{kind}_{k}": v for k, v in r.items()}

@@ -122,19 +122,50 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }  # type: ignore[dict-item]
 
 
-def test_validation_thresholds(tmp_path: Path) -> None:
+def test_validation_calibration_thresholds_on_calibrated_scores(tmp_path: Path) -> None:
     path = tmp_path / "val_predictions.csv"
-    pd.DataFrame(
-        {
-            "image_id": list("abcdefg"),
-            "label": [0, 0, 1, 0, 0, 1, 1],
-            "score": [0.1, 0.2, 0.3, 0.4, 0.5, 0.8, 0.9],
-        }
-    ).to_csv(path, index=False)
-    t = export.validation_thresholds(path, 0.95)
-    assert t["threshold"] == pytest.approx(0.3)  # highest threshold keeping all 3 positives
-    assert t["threshold_max_f1"] == pytest.approx(0.8)
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.8, 0.9])
+    labels = np.array([0, 0, 1, 0, 0, 1, 1])
+    pd.DataFrame({"image_id": list("abcdefg"), "label": labels, "score": scores}).to_csv(
+        path, index=False
+    )
+    platt, t = export.validation_calibration(path, 0.95, ece_bins=5)
+    calibrated = platt.apply(scores)
+    # highest threshold keeping all 3 positives: the calibrated score of the positive at 0.3
+    assert t["threshold"] == pytest.approx(calibrated[2])
+    assert t["threshold_max_f1"] == pytest.approx(calibrated[5])
     assert "validation" in t["threshold_rule"]
+    cal = t["calibration"]
+    assert (cal["method"], cal["slope"], cal["intercept"]) == (
+        "platt",
+        platt.slope,
+        platt.intercept,
+    )
+    assert cal["val_ece_after"] < cal["val_ece_before"]
+
+
+def test_folded_calibration_matches_the_numpy_map(tmp_path: Path) -> None:
+    """The ONNX graph with Platt folded in outputs sigmoid(a*d + b) of the raw margin."""
+    from melanoma_kd.calibration import Platt
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)).eval()
+    x = torch.rand(5, 3, 2, 2)
+    raw = tmp_path / "raw.onnx"
+    torch.onnx.export(
+        net, (x,), str(raw), dynamo=False, input_names=["image"], output_names=["logits"]
+    )
+    proto = onnx.load(str(raw))
+    platt = Platt(0.5, -1.25)
+    onnx_model.fold_platt(proto, platt)
+    onnx.checker.check_model(proto)
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(proto.SerializeToString()).run(None, {"image": x.numpy()})[0]
+    logits = net(x).detach().numpy()
+    expected = platt.apply(onnx_model.softmax_pos(logits))
+    assert np.allclose(onnx_model.softmax_pos(got), expected, atol=1e-6)
+    assert np.allclose(got, onnx_model.platt_logits(logits, platt), atol=1e-6)
 
 
 # --------------------------------------------------------------------------- export
@@ -356,8 +387,11 @@ def test_export_stage_exports_the_selected_point(workspace: dict, tmp_path: Path
     assert proc.returncode == 0, proc.stderr
     meta = onnx_model.read_metadata(tmp_path / "kd.onnx")
     assert meta["source_checkpoint"] == f"models/distill/{point}.pt"
-    expected = export.validation_thresholds(preds, params["evaluate"]["sens_target"])
+    _, expected = export.validation_calibration(
+        preds, params["evaluate"]["sens_target"], params["evaluate"]["ece_bins"]
+    )
     assert meta["threshold"] == pytest.approx(expected["threshold"])
+    assert meta["calibration"]["slope"] == pytest.approx(expected["calibration"]["slope"])
     proc = stage("export.py", *common, "--val-predictions", str(preds), cwd=tmp_path)
     assert_one_line_error(proc, "--selected")
 

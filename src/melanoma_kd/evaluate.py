@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma_kd import metrics as M
+from melanoma_kd.calibration import fit_platt
 from melanoma_kd.catalog import ONNX_INT8, SCRATCH, EvaluationFiles, ModelSpec
 from melanoma_kd.config import EvaluateParams
 from melanoma_kd.errors import UserError
@@ -187,7 +188,12 @@ def decision_thresholds(preds: Predictions, sens_target: float) -> dict[str, flo
 def evaluate_model(
     preds: Predictions, cfg: EvaluateParams, name: str = "model"
 ) -> dict[str, float]:
-    """Flat holdout metrics of one model; thresholds come from its validation scores only."""
+    """Flat holdout metrics of one model; thresholds come from its validation scores only.
+
+    ``ece``/``mce`` are of the scores as the model outputs them; ``ece_calibrated`` after
+    Platt scaling fitted on the model's validation scores (``platt_slope``/``_intercept``),
+    the map the export folds into every ONNX model (whose own scores are calibrated already).
+    """
     yv, sv = _arrays(preds.val)
     yt, st = _arrays(preds.holdout)
     for split, y in (("validation", yv), ("holdout", yt)):
@@ -205,6 +211,11 @@ def evaluate_model(
         t_sens=t["threshold"],
         t_f1=t["threshold_max_f1"],
     )
+    try:
+        platt = fit_platt(yv, sv)
+    except ValueError as exc:
+        raise UserError(f"{name}: validation calibration impossible ({exc})") from None
+    after = M.calibration_errors(yt, platt.apply(st), cfg.ece_bins)
     roc_lo, roc_hi = _bootstrap_ci(yt, st, groups, "roc_auc", cfg, name)
     pauc_lo, pauc_hi = _bootstrap_ci(yt, st, groups, "pauc", cfg, name)
     return rounded(
@@ -214,6 +225,10 @@ def evaluate_model(
             "roc_auc_ci_hi": roc_hi,
             "pauc_ci_lo": pauc_lo,
             "pauc_ci_hi": pauc_hi,
+            "ece_calibrated": after["ece"],
+            "mce_calibrated": after["mce"],
+            "platt_slope": platt.slope,
+            "platt_intercept": platt.intercept,
             "val_roc_auc": M.roc_auc(yv, sv),
             "val_pauc": M.pauc_above_tpr(yv, sv),
             "val_pr_auc": M.pr_auc(yv, sv),

@@ -25,7 +25,7 @@ from sklearn.metrics import precision_recall_curve
 from melanoma_kd import metrics as M
 from melanoma_kd.catalog import ROLE_LABELS, ROLES
 from melanoma_kd.io import atomic_path
-from melanoma_kd.plots import LABEL_NAMES, ImageLoader, reliability_points, roc_points
+from melanoma_kd.plots import LABEL_NAMES, ImageLoader, platt_of, reliability_points, roc_points
 from melanoma_kd.results import DECISION_THRESHOLD, HARD_CASE_KINDS, EvaluationRecord
 
 # Okabe & Ito (2008): distinguishable with every common colour-vision deficiency.
@@ -253,6 +253,16 @@ def holdout_curves_figure(ev: EvaluationRecord) -> Figure:
             lw=1.8,
             **style,
             label=f"{ROLE_LABELS[role]}  ECE {m['ece']:.3f}",
+        )
+        rel = reliability_points(y, platt_of(m).apply(s), ev.cfg.ece_bins)
+        rel_ax.plot(
+            rel["mean_p"],
+            rel["frac_pos"],
+            marker=".",
+            ms=3,
+            lw=1.2,
+            **(style | {"linestyle": (0, (1, 1)), "alpha": 0.7}),
+            label=f"  after Platt (val)  ECE {m['ece_calibrated']:.3f}",
         )
     roc_ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance")
     roc_ax.axhspan(

@@ -8,7 +8,8 @@ overlay them on any branch and any grid:
 
     plots/roc/<role>.csv          fpr,tpr
     plots/pr/<role>.csv           recall,precision
-    plots/reliability/<role>.csv  bin_lo,bin_hi,count,mean_p,frac_pos (+ perfect.csv diagonal)
+    plots/reliability/<role>.csv  bin_lo,bin_hi,count,mean_p,frac_pos (+ perfect.csv diagonal;
+                                  <role>_platt.csv: after the model's validation Platt map)
     plots/thresholds/<role>.csv   threshold,sensitivity,specificity,f1
     plots/confusion/<role>.csv    actual,predicted (one record per holdout image, at the
                                   model's deployed decision threshold)
@@ -28,6 +29,7 @@ import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from melanoma_kd import metrics as M
+from melanoma_kd.calibration import Platt
 from melanoma_kd.errors import UserError
 from melanoma_kd.io import atomic_path
 from melanoma_kd.results import DECISION_THRESHOLD, EvaluationRecord, csv_text
@@ -113,6 +115,11 @@ def training_curves(run_dir: Path) -> pd.DataFrame:
     return merged.sort_values("step", kind="mergesort").reset_index(drop=True)
 
 
+def platt_of(model_metrics: dict) -> Platt:
+    """The Platt map the evaluation fitted on a model's validation scores."""
+    return Platt(float(model_metrics["platt_slope"]), float(model_metrics["platt_intercept"]))
+
+
 def write_plot_data(ev: EvaluationRecord, plots_dir: str | Path, curves: bool = True) -> None:
     """Write every CSV listed in the module docstring (folders replaced as a whole)."""
     root = Path(plots_dir)
@@ -122,6 +129,9 @@ def write_plot_data(ev: EvaluationRecord, plots_dir: str | Path, curves: bool = 
         data["roc"][role] = roc_points(y, s)
         data["pr"][role] = pr_points(y, s)
         data["reliability"][role] = reliability_points(y, s, ev.cfg.ece_bins)
+        data["reliability"][f"{role}_platt"] = reliability_points(
+            y, platt_of(ev.metrics[name]).apply(s), ev.cfg.ece_bins
+        )
         data["thresholds"][role] = threshold_sweep(y, s)
         data["confusion"][role] = confusion_records(y, s, ev.metrics[name][DECISION_THRESHOLD])
         run_dir = ev.spec(name).run_dir

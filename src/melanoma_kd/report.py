@@ -114,6 +114,7 @@ def headline(
         "kd_model": str(e["student"]),
         "teacher_model": str(e["teacher"]),
         **{f"kd_{k}": kd[k] for k in ("roc_auc", "roc_auc_ci_lo", "roc_auc_ci_hi", "pauc", "ece")},
+        "kd_ece_calibrated": kd["ece_calibrated"],
         "scratch_roc_auc": scratch["roc_auc"],
         "scratch_pauc": scratch["pauc"],
         "teacher_roc_auc": teacher["roc_auc"],

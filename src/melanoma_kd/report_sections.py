@@ -118,7 +118,7 @@ def models_section(inputs: ReportInputs, selected: str, best_teacher: str) -> li
         "ROC-AUC [95 % CI]",
         "pAUC [95 % CI]",
         "PR-AUC",
-        "ECE",
+        "ECE raw → Platt",
         f"sens @ val {sens}-sens t",
         f"spec @ val {sens}-sens t",
         "F1 @ val max-F1 t",
@@ -137,7 +137,7 @@ def models_section(inputs: ReportInputs, selected: str, best_teacher: str) -> li
                 ci(m, "roc_auc"),
                 ci(m, "pauc"),
                 f4(m.get("pr_auc")),
-                f4(m.get("ece")),
+                f"{f4(m.get('ece'))} → {f4(m.get('ece_calibrated'))}",
                 f4(m.get("sens95_sensitivity")),
                 f4(m.get("sens95_specificity")),
                 f4(m.get("f1")),
@@ -153,7 +153,10 @@ def models_section(inputs: ReportInputs, selected: str, best_teacher: str) -> li
         f"melanoma, {any_m.get('n_holdout_patients', DASH)} patients. 95 % CIs: percentile "
         f"bootstrap over **patients** ({cfg.n_boot} resamples, seed {cfg.seed}). pAUC: ISIC-2024 "
         f"partial AUC above {100 * M.PAUC_MIN_TPR:g} % TPR (range 0–{1 - M.PAUC_MIN_TPR:g}). ECE: "
-        f"{cfg.ece_bins} equal-width bins. Thresholds are chosen on each model's **validation** "
+        f"{cfg.ece_bins} equal-width bins, of the scores as output (raw) and after Platt scaling "
+        "fitted on the model's **validation** scores (the map every exported ONNX model carries, "
+        "so the `kd_onnx_*` rows are calibrated already and their refit changes little). "
+        "Thresholds are chosen on each model's **validation** "
         f"scores (the decision threshold: highest with sensitivity ≥ {cfg.sens_target:g}; and "
         "max-F1) — an exported ONNX model keeps the ones it carries — and applied unchanged "
         "to holdout.",

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from melanoma_kd.calibration import Platt, fit_platt
 from melanoma_kd.data.dataset import CacheDataset
 from melanoma_kd.data.transforms import model_input
 from melanoma_kd.deploy.onnx_model import (
@@ -35,22 +36,30 @@ from melanoma_kd.deploy.onnx_model import (
     OUTPUT_NAME,
     OnnxClassifier,
     file_mb,
+    fold_platt,
+    platt_logits,
     set_metadata,
     softmax_pos,
 )
 from melanoma_kd.errors import UserError
 from melanoma_kd.io import atomic_path
+from melanoma_kd.metrics import calibration_errors
 from melanoma_kd.models.build import load_checkpoint
 from melanoma_kd.selection import operating_thresholds
 
 PARITY_BATCH = 32  # images of the first validation batch used for the parity check
 
 
-def validation_thresholds(val_predictions: str | Path, sens_target: float) -> dict[str, Any]:
-    """Operating points chosen on validation predictions (``image_id,label,score``).
+def validation_calibration(
+    val_predictions: str | Path, sens_target: float, ece_bins: int
+) -> tuple[Platt, dict[str, Any]]:
+    """Calibration and operating points of a model, from its validation predictions
+    (``image_id,label,score``) only.
 
-    ``threshold`` (the one ``predict`` decides with) is the highest threshold keeping
-    sensitivity >= ``sens_target``; the max-F1 threshold is stored beside it.
+    Platt scaling is fitted on the scores (:func:`melanoma_kd.calibration.fit_platt`); the
+    thresholds (:func:`melanoma_kd.selection.operating_thresholds`) are chosen on the
+    calibrated scores, i.e. on what the exported model outputs. The returned metadata holds
+    the thresholds and a ``calibration`` record with validation ECE before and after.
     """
     path = Path(val_predictions)
     if not path.is_file():
@@ -58,7 +67,21 @@ def validation_thresholds(val_predictions: str | Path, sens_target: float) -> di
     df = pd.read_csv(path)
     if not {"label", "score"} <= set(df.columns):
         raise UserError(f"{path}: needs columns label, score")
-    return operating_thresholds(df["label"].to_numpy(), df["score"].to_numpy(), sens_target)
+    labels, scores = df["label"].to_numpy(), df["score"].to_numpy(np.float64)
+    try:
+        platt = fit_platt(labels, scores)
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    calibrated = platt.apply(scores)
+    before = calibration_errors(labels, scores, ece_bins)["ece"]
+    after = calibration_errors(labels, calibrated, ece_bins)["ece"]
+    record = platt.record() | {
+        "fit_on": "validation",
+        "val_ece_before": before,
+        "val_ece_after": after,
+        "ece_bins": ece_bins,
+    }
+    return platt, operating_thresholds(labels, calibrated, sens_target) | {"calibration": record}
 
 
 def first_batch(cache_h5: str | Path, n: int = PARITY_BATCH) -> torch.Tensor:
@@ -102,8 +125,12 @@ def export_onnx(
     atol: float,
     image_size: int | None = None,
     metadata: dict[str, Any] | None = None,
+    calibration: Platt | None = None,
 ) -> dict[str, Any]:
     """Export ``model`` to ``out`` and verify it against PyTorch on ``check_images``.
+
+    With ``calibration`` the Platt map is folded into the graph (:func:`fold_platt`) and the
+    parity reference is PyTorch's logits under the same map.
 
     ``check_images`` are real uint8 NCHW images; both runtimes see them through
     :func:`model_input`. If the max abs difference of softmax probabilities exceeds ``atol`` a
@@ -115,6 +142,8 @@ def export_onnx(
     model = model.eval()
     x = model_input(check_images, size, mean, std).contiguous()
     ref_logits = model(x).float().numpy()
+    if calibration is not None:
+        ref_logits = platt_logits(ref_logits, calibration)
     ref = softmax_pos(ref_logits)
     props = {
         "arch": meta["arch"],
@@ -149,6 +178,8 @@ def export_onnx(
                 f"({type(exc).__name__}: {first})"
             ) from None
         proto = onnx.load(str(tmp))
+        if calibration is not None:
+            fold_platt(proto, calibration)
         set_metadata(proto, props)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
@@ -180,8 +211,10 @@ def export_checkpoint(
     metadata: dict[str, Any] | None = None,
     deploy_out: str | Path | None = None,
     deploy_size: int | None = None,
+    calibration: Platt | None = None,
 ) -> dict[str, Any]:
-    """Export a checkpoint (and optionally a latency-only copy at ``deploy_size``).
+    """Export a checkpoint (and optionally a latency-only copy at ``deploy_size``), with
+    ``calibration`` folded into both graphs.
 
     The parity check runs on the first batch of ``val_cache``. Metadata gets the name, source
     checkpoint, validation pAUC/ROC-AUC from the checkpoint, and ``metadata``. A model with a
@@ -206,7 +239,16 @@ def export_checkpoint(
         **(metadata or {}),
     }
     report = {
-        "native": export_onnx(model, meta, out, images, opset=opset, atol=atol, metadata=base)
+        "native": export_onnx(
+            model,
+            meta,
+            out,
+            images,
+            opset=opset,
+            atol=atol,
+            metadata=base,
+            calibration=calibration,
+        )
     }
     if deploy_out is not None:
         if deploy_size is None:
@@ -227,6 +269,7 @@ def export_checkpoint(
             atol=atol,
             image_size=size,
             metadata=latency_meta,
+            calibration=calibration,
         )
     return report
 

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from melanoma_kd.calibration import Platt
 from melanoma_kd.data.dataset import CacheDataset
 from melanoma_kd.data.transforms import model_input
 from melanoma_kd.errors import UserError
@@ -31,6 +32,47 @@ OUTPUT_NAME = "logits"
 
 
 # --------------------------------------------------------------------------- ONNX metadata
+
+
+#: Names of the two nodes :func:`fold_platt` appends; quantization leaves them in float.
+CALIBRATION_NODES = ("calibration_scale", "calibration_shift")
+
+
+def fold_platt(model: onnx.ModelProto, platt: Platt) -> None:
+    """Append ``logits·slope + [0, intercept]`` to the graph's output, in place.
+
+    Softmax of the new logits is ``sigmoid(slope·d + intercept)`` on the old margin ``d``: the
+    model then outputs calibrated P(melanoma) (:mod:`melanoma_kd.calibration`).
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    raw, scaled = f"{OUTPUT_NAME}_uncalibrated", f"{OUTPUT_NAME}_scaled"
+    for node in graph.node:
+        node.output[:] = [raw if o == OUTPUT_NAME else o for o in node.output]
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(platt.slope, np.float32), "calibration_slope"),
+            numpy_helper.from_array(
+                np.array([0.0, platt.intercept], np.float32), "calibration_intercept"
+            ),
+        ]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("Mul", [raw, "calibration_slope"], [scaled], CALIBRATION_NODES[0]),
+            helper.make_node(
+                "Add", [scaled, "calibration_intercept"], [OUTPUT_NAME], CALIBRATION_NODES[1]
+            ),
+        ]
+    )
+
+
+def platt_logits(logits: np.ndarray, platt: Platt) -> np.ndarray:
+    """What the folded graph computes, in float32 numpy (the parity reference)."""
+    return logits.astype(np.float32) * np.float32(platt.slope) + np.array(
+        [0.0, platt.intercept], np.float32
+    )
 
 
 def _meta_str(value: Any) -> str:

@@ -34,6 +34,7 @@ from scipy.stats import spearmanr
 from melanoma_kd.data.dataset import CacheDataset
 from melanoma_kd.data.transforms import model_input
 from melanoma_kd.deploy.onnx_model import (
+    CALIBRATION_NODES,
     INPUT_NAME,
     file_mb,
     read_metadata,
@@ -143,7 +144,9 @@ def quantize_static_qdq(
 ) -> dict[str, Any]:
     """``quant_pre_process`` then static QDQ INT8 with a seeded calibration set from train.
 
-    Metadata of ``fp32`` is carried over, plus the quantization settings.
+    Metadata of ``fp32`` is carried over, plus the quantization settings. The folded
+    probability calibration (:data:`CALIBRATION_NODES`) stays in float: the INT8 model keeps
+    the fp32 model's Platt map and gets its own thresholds on its own validation scores.
     """
     meta = read_metadata(fp32)
     if meta.get("image_size") is None:
@@ -173,6 +176,7 @@ def quantize_static_qdq(
         "activation_type": QuantType[activation_type],
         "weight_type": QuantType[WEIGHT_TYPE],
         "calibrate_method": CalibrationMethod[method],
+        "nodes_to_exclude": list(CALIBRATION_NODES),
     }
     _quantize_file(fp32, out, quantize_static, options, {**meta, **settings})
     return settings
@@ -196,6 +200,7 @@ def quantize_dynamic_int8(
         "per_channel": per_channel,
         "reduce_range": reduce_range,
         "weight_type": QuantType[WEIGHT_TYPE],
+        "nodes_to_exclude": list(CALIBRATION_NODES),
     }
     _quantize_file(fp32, out, quantize_dynamic, options, {**meta, **settings})
     return settings
