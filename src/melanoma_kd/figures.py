@@ -20,12 +20,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from sklearn.metrics import precision_recall_curve
 
 from melanoma_kd import metrics as M
 from melanoma_kd.catalog import ROLE_LABELS, ROLES
 from melanoma_kd.io import atomic_path
-from melanoma_kd.plots import LABEL_NAMES, ImageLoader, platt_of, reliability_points, roc_points
+from melanoma_kd.plots import (
+    LABEL_NAMES,
+    ImageLoader,
+    platt_of,
+    pr_points,
+    reliability_points,
+    roc_points,
+)
 from melanoma_kd.results import DECISION_THRESHOLD, HARD_CASE_KINDS, EvaluationRecord
 
 # Okabe & Ito (2008): distinguishable with every common colour-vision deficiency.
@@ -233,13 +239,13 @@ def holdout_curves_figure(ev: EvaluationRecord) -> Figure:
             **style,
             label=f"{_role_label(ev, role)}  AUC {m['roc_auc']:.3f}",
         )
-        # scikit-learn's order (recall descending) drawn steps-post: on (r[i+1], r[i]] the
-        # precision is p[i], the step function whose area is average precision.
-        precision, recall, _ = precision_recall_curve(y, s)
+        # recall ascending drawn steps-pre: on (r[j-1], r[j]] the precision is p[j], the step
+        # function whose area is average precision.
+        pr = pr_points(y, s)
         pr_ax.plot(
-            recall,
-            precision,
-            drawstyle="steps-post",
+            pr["recall"],
+            pr["precision"],
+            drawstyle="steps-pre",
             lw=2,
             **style,
             label=f"{ROLE_LABELS[role]}  AP {m['pr_auc']:.3f}",
