@@ -35,7 +35,7 @@ GAIN = {
     "pauc_delta_ci_lo": -0.02,
     "pauc_delta_ci_hi": 0.03,
 }
-PATH = "metrics/kd_gain.json"
+PATH = "metrics/evaluate/kd_gain.json"
 
 
 def _check(new_head: dict, new_gain: dict) -> tuple[list[str], list[str]]:
