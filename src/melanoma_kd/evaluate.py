@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from melanoma_kd import metrics as M
-from melanoma_kd.calibration import fit_platt
-from melanoma_kd.catalog import ONNX_INT8, SCRATCH, EvaluationFiles, ModelSpec
+from melanoma_kd.calibration import Platt, fit_platt
+from melanoma_kd.catalog import ONNX_FP32, ONNX_INT8, SCRATCH, EvaluationFiles, ModelSpec
 from melanoma_kd.config import EvaluateParams
 from melanoma_kd.errors import UserError
 from melanoma_kd.paired import compare_models
@@ -269,6 +269,19 @@ def best_teacher(specs: Sequence[ModelSpec]) -> str:
     return best_by_validation({s.name: s.run_dir / SUMMARY for s in teachers})
 
 
+def exported_map(specs: Sequence[ModelSpec]) -> Platt | None:
+    """The calibration folded into the exported KD student (``None`` without one)."""
+    from melanoma_kd.deploy.onnx_model import read_metadata
+
+    spec = next((s for s in specs if s.name == ONNX_FP32), None)
+    if spec is None or not spec.path.is_file():
+        return None
+    cal = read_metadata(spec.path).get("calibration")
+    if not isinstance(cal, dict):
+        return None
+    return Platt(float(cal["slope"]), float(cal["intercept"]), str(cal["method"]))
+
+
 def evaluate_all(
     specs: Sequence[ModelSpec],
     predictions: Mapping[str, Predictions],
@@ -302,7 +315,7 @@ def evaluate_all(
         specs=specs,
         metrics=metrics,
         roles=roles,
-        **compare_models(specs, holdout, metrics, roles, cfg, n_hard),
+        **compare_models(specs, holdout, metrics, roles, cfg, n_hard, exported_map(specs)),
         cfg=cfg,
         holdout=holdout,
         predictions=preds,

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma_kd import metrics as M
+from melanoma_kd.calibration import Platt
 from melanoma_kd.catalog import (
     NO_TRANSFER,
     ONNX_FP32,
@@ -225,8 +226,14 @@ def int8_drift(
     s_fp32: np.ndarray,
     s_int8: np.ndarray,
     s_torch: np.ndarray,
+    exported_map: Platt | None = None,
 ) -> dict[str, float]:
-    """Holdout ROC-AUC / pAUC lost by INT8 quantization and the largest score differences."""
+    """Holdout ROC-AUC / pAUC lost by INT8 quantization and the largest score differences.
+
+    The ONNX fp32 model is compared with the PyTorch scores under the calibration map folded
+    into it (``exported_map``), so the difference measures the export alone."""
+    if exported_map is not None:
+        s_torch = exported_map.apply(s_torch)
     return rounded(
         {
             "int8_roc_auc_drop": metrics[ONNX_FP32]["roc_auc"] - metrics[ONNX_INT8]["roc_auc"],
@@ -271,8 +278,11 @@ def compare_models(
     roles: Mapping[str, str],
     cfg: EvaluateParams,
     n_hard: int = 12,
+    exported_map: Platt | None = None,
 ) -> dict[str, Any]:
     """Every comparison of the evaluation, keyed like :class:`melanoma_kd.results.EvaluationRecord`.
+
+    ``exported_map``: the calibration folded into the exported KD student (its metadata).
 
     ``holdout`` maps each model to its holdout ``image_id,label,score,patient_id`` (same images,
     same order for all); ``roles`` names the best teacher, the scratch and the KD student.
@@ -293,7 +303,7 @@ def compare_models(
         **error_analysis(y, s_t, t_t, s_s, t_s),
     }
     if ONNX_FP32 in holdout and ONNX_INT8 in holdout:
-        errors.update(int8_drift(metrics, scores(ONNX_FP32), scores(ONNX_INT8), s_s))
+        errors.update(int8_drift(metrics, scores(ONNX_FP32), scores(ONNX_INT8), s_s, exported_map))
     transfer: dict[str, Any] = {}
     if NO_TRANSFER in holdout:
         transfer = transfer_ablation(y, s_s, scores(NO_TRANSFER), s_scratch, groups, cfg, student)
