@@ -250,26 +250,14 @@ def holdout_curves_figure(ev: EvaluationRecord) -> Figure:
             **style,
             label=f"{ROLE_LABELS[role]}  AP {m['pr_auc']:.3f}",
         )
-        rel = reliability_points(y, s, ev.cfg.ece_bins)
-        rel_ax.plot(
-            rel["mean_p"],
-            rel["frac_pos"],
-            marker="o",
-            ms=4,
-            lw=1.8,
-            **style,
-            label=f"{ROLE_LABELS[role]}  ECE {m['ece']:.3f}",
-        )
-        rel = reliability_points(y, platt_of(m).apply(s), ev.cfg.ece_bins)
-        rel_ax.plot(
-            rel["mean_p"],
-            rel["frac_pos"],
-            marker=".",
-            ms=3,
-            lw=1.2,
-            **(style | {"linestyle": (0, (1, 1)), "alpha": 0.7}),
-            label=f"  after Platt (val)  ECE {m['ece_calibrated']:.3f}",
-        )
+        raw = {"marker": "o", "ms": 4, "lw": 1.8, **style}
+        after = {"marker": ".", "ms": 3, "lw": 1.2, **style, "linestyle": (0, (1, 1)), "alpha": 0.7}
+        for probs, look, label in (
+            (s, raw, f"{ROLE_LABELS[role]}  ECE {m['ece']:.3f}"),
+            (platt_of(m).apply(s), after, f"  after Platt (val)  ECE {m['ece_calibrated']:.3f}"),
+        ):
+            rel = reliability_points(y, probs, ev.cfg.ece_bins)
+            rel_ax.plot(rel["mean_p"], rel["frac_pos"], **look, label=label)
     roc_ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance")
     roc_ax.axhspan(
         M.PAUC_MIN_TPR,

@@ -9,6 +9,7 @@ scores.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import tempfile
 import warnings
@@ -247,16 +248,16 @@ def quantize_student(
     Each INT8 model gets its own validation-chosen thresholds in its metadata (its scores differ
     slightly from fp32). Returns the flat ``metrics/quantize.json`` dict.
     """
-    settings = quantize_static_qdq(
-        fp32,
-        out_static,
-        train_cache,
+    static = functools.partial(
+        quantize_static_qdq,
+        train_cache=train_cache,
         calibration_size=calibration_size,
         method=method,
         per_channel=per_channel,
         seed=seed,
         reduce_range=reduce_range,
     )
+    settings = static(fp32, out_static)
     quantize_dynamic_int8(fp32, out_dynamic, per_channel=per_channel, reduce_range=reduce_range)
     val_fp32 = score_onnx(fp32, val_cache)
     report: dict[str, Any] = {
@@ -284,15 +285,6 @@ def quantize_student(
         for key, value in compare_scores(val_fp32, scored, sens_target).items():
             report[f"{tag}_{key}"] = value
     if deploy_fp32 is not None and deploy_out is not None:
-        quantize_static_qdq(
-            deploy_fp32,
-            deploy_out,
-            train_cache,
-            calibration_size=calibration_size,
-            method=method,
-            per_channel=per_channel,
-            seed=seed,
-            reduce_range=reduce_range,
-        )
+        static(deploy_fp32, deploy_out)
         report["deploy_int8_size_mb"] = file_mb(deploy_out)
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in report.items()}
