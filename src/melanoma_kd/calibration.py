@@ -42,6 +42,11 @@ class Platt:
         """What the ONNX metadata and the stage metrics store."""
         return asdict(self)
 
+    @classmethod
+    def from_record(cls, record: dict) -> Platt:
+        """The map a :meth:`record` describes."""
+        return cls(float(record["slope"]), float(record["intercept"]), str(record["method"]))
+
 
 def margin(scores: ArrayLike) -> NDArray[np.float64]:
     """The logit margin ``log(p / (1 - p))`` of softmax probabilities."""

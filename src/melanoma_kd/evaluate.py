@@ -49,11 +49,13 @@ class Predictions:
 
     ``thresholds``: a deployable model's own recorded operating points (``threshold``,
     ``threshold_max_f1``; ONNX metadata), used instead of choosing them again.
+    ``calibration``: the Platt map folded into an exported model (ONNX metadata).
     """
 
     val: pd.DataFrame  # image_id, label, score (full precision)
     holdout: pd.DataFrame  # image_id, label, score (rounded), patient_id
     thresholds: Mapping[str, float] | None = None
+    calibration: Platt | None = None
 
 
 def _checked_frame(df: pd.DataFrame, where: str, holdout: bool) -> pd.DataFrame:
@@ -91,12 +93,14 @@ def checked_predictions(
     val: pd.DataFrame,
     holdout: pd.DataFrame,
     thresholds: Mapping[str, float] | None = None,
+    calibration: Platt | None = None,
 ) -> Predictions:
     """Validated :class:`Predictions` of model ``name`` (holdout scores rounded)."""
     return Predictions(
         _checked_frame(val, f"{name} (validation)", holdout=False),
         _checked_frame(holdout, f"{name} (holdout)", holdout=True),
         thresholds,
+        calibration,
     )
 
 
@@ -112,25 +116,31 @@ def _score_onnx(path: Path, cache: Path) -> pd.DataFrame:
     return score_onnx(path, cache)
 
 
-def _onnx_thresholds(path: Path) -> dict[str, float] | None:
-    """The decision thresholds an exported model carries (``None`` when it has none)."""
+Recorded = tuple[dict[str, float] | None, Platt | None]
+
+
+def _onnx_recorded(path: Path) -> Recorded:
+    """The decision thresholds and the calibration an exported model carries (each ``None``
+    when it has none)."""
     from melanoma_kd.deploy.onnx_model import read_metadata
 
     meta = read_metadata(path)
+    cal = meta.get("calibration")
+    platt = Platt.from_record(cal) if isinstance(cal, dict) else None
     if "threshold" not in meta:
-        return None
+        return None, platt
     out = {"threshold": float(meta["threshold"])}
     if "threshold_max_f1" in meta:
         out["threshold_max_f1"] = float(meta["threshold_max_f1"])
-    return out
+    return out, platt
 
 
 SCORERS: dict[str, Callable[[Path, Path], pd.DataFrame]] = {
     "torch": _score_torch,
     "onnx": _score_onnx,
 }
-RECORDED_THRESHOLDS: dict[str, Callable[[Path], dict[str, float] | None]] = {
-    "onnx": _onnx_thresholds,
+RECORDED: dict[str, Callable[[Path], Recorded]] = {
+    "onnx": _onnx_recorded,
 }
 
 
@@ -139,13 +149,15 @@ def score_model(spec: ModelSpec, cache_dir: str | Path) -> Predictions:
     if not spec.path.is_file():
         raise UserError(f"{spec.path}: model file not found (needed for {spec.name})")
     scorer = SCORERS[spec.kind]
-    recorded = RECORDED_THRESHOLDS.get(spec.kind)
+    recorded = RECORDED.get(spec.kind)
+    thresholds, calibration = recorded(spec.path) if recorded is not None else (None, None)
     cache = Path(cache_dir)
     return checked_predictions(
         spec.name,
         scorer(spec.path, cache / "val.h5"),
         scorer(spec.path, cache / "holdout.h5"),
-        recorded(spec.path) if recorded is not None else None,
+        thresholds,
+        calibration,
     )
 
 
@@ -269,19 +281,6 @@ def best_teacher(specs: Sequence[ModelSpec]) -> str:
     return best_by_validation({s.name: s.run_dir / SUMMARY for s in teachers})
 
 
-def exported_map(specs: Sequence[ModelSpec]) -> Platt | None:
-    """The calibration folded into the exported KD student (``None`` without one)."""
-    from melanoma_kd.deploy.onnx_model import read_metadata
-
-    spec = next((s for s in specs if s.name == ONNX_FP32), None)
-    if spec is None or not spec.path.is_file():
-        return None
-    cal = read_metadata(spec.path).get("calibration")
-    if not isinstance(cal, dict):
-        return None
-    return Platt(float(cal["slope"]), float(cal["intercept"]), str(cal["method"]))
-
-
 def evaluate_all(
     specs: Sequence[ModelSpec],
     predictions: Mapping[str, Predictions],
@@ -311,11 +310,12 @@ def evaluate_all(
     if ONNX_INT8 in metrics:
         roles["kd_student_int8"] = ONNX_INT8
     holdout = {name: p.holdout for name, p in preds.items()}
+    exported_map = preds[ONNX_FP32].calibration if ONNX_FP32 in preds else None
     return Evaluation(
         specs=specs,
         metrics=metrics,
         roles=roles,
-        **compare_models(specs, holdout, metrics, roles, cfg, n_hard, exported_map(specs)),
+        **compare_models(specs, holdout, metrics, roles, cfg, n_hard, exported_map),
         cfg=cfg,
         holdout=holdout,
         predictions=preds,

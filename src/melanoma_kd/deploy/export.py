@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 import onnx
-import pandas as pd
 import torch
 from torch import nn
 
 from melanoma_kd.calibration import Platt, fit_platt
 from melanoma_kd.data.dataset import CacheDataset
+from melanoma_kd.data.tables import read_table
 from melanoma_kd.data.transforms import model_input
 from melanoma_kd.deploy.onnx_model import (
     INPUT_NAME,
@@ -61,17 +61,14 @@ def validation_calibration(
     calibrated scores, i.e. on what the exported model outputs. The returned metadata holds
     the thresholds and a ``calibration`` record with validation ECE before and after.
     """
-    path = Path(val_predictions)
-    if not path.is_file():
-        raise UserError(f"{path}: validation predictions not found")
-    df = pd.read_csv(path)
-    if not {"label", "score"} <= set(df.columns):
-        raise UserError(f"{path}: needs columns label, score")
+    df = read_table(
+        val_predictions, "validation predictions", ("label", "score"), dtype={"image_id": str}
+    )
     labels, scores = df["label"].to_numpy(), df["score"].to_numpy(np.float64)
     try:
         platt = fit_platt(labels, scores)
     except ValueError as exc:
-        raise UserError(f"{path}: {exc}") from None
+        raise UserError(f"{val_predictions}: {exc}") from None
     calibrated = platt.apply(scores)
     before = calibration_errors(labels, scores, ece_bins)["ece"]
     after = calibration_errors(labels, calibrated, ece_bins)["ece"]
