@@ -67,9 +67,9 @@ def test_view_is_a_pure_function_of_seed_epoch_index() -> None:
     random.random()
     np.random.rand(3)
     b = augmented_view(img, aug, 7, 1, 3)
-    assert a.dtype == torch.uint8 and a.shape == img.shape
+    assert a.dtype == torch.float32 and a.shape == img.shape
     assert torch.equal(a, b)
-    assert not torch.equal(a, img)  # it is augmented at all
+    assert not torch.equal(a, img.float() / 255)  # it is augmented at all
     assert not torch.equal(a, augmented_view(img, aug, 7, 2, 3))  # next epoch: new view
     assert not torch.equal(a, augmented_view(img, aug, 7, 1, 4))  # other index: new view
     assert not torch.equal(a, augmented_view(img, aug, 8, 1, 3))  # other seed: new view
@@ -135,7 +135,7 @@ def test_loader_views_do_not_depend_on_worker_count(tmp_path: Path, workers: int
     def views(num_workers: int, epoch: int) -> torch.Tensor:
         ds.set_epoch(epoch)
         loader = DataLoader(ds, batch_size=3, shuffle=False, num_workers=num_workers)
-        return torch.cat([b["image"] for b in loader])
+        return torch.cat([ds.views(b["image"], b["index"]) for b in loader])
 
     serial = views(0, 1)
     assert torch.equal(serial, views(workers, 1))

@@ -198,11 +198,15 @@ def test_training_set_appends_transfer_views_keyed_after_train(tmp_path: Path) -
     item = ds[6]
     assert item["index"] == 6 and item["label"] == UNLABELLED
     raw = CacheDataset(transfer).read(1)
-    assert torch.equal(item["image"], augmented_view(raw, aug, 7, 2, 6))
+    assert torch.equal(item["image"], raw)  # items are stored images; views are made per batch
+    view = ds.views(item["image"][None], torch.tensor([item["index"]]))[0]
+    assert torch.equal(view, augmented_view(raw, aug, 7, 2, 6))
     # the labelled part is exactly the train split's own views
     plain = training_set(train, aug, 7)
     plain.set_epoch(2)
     assert torch.equal(ds[3]["image"], plain[3]["image"])
+    both = [d.views(d[3]["image"][None], torch.tensor([3])) for d in (ds, plain)]
+    assert torch.equal(*both)
     # class weights come from labelled images only
     torch.testing.assert_close(class_weights(ds.labels), class_weights(plain.labels))
 

@@ -1,7 +1,10 @@
 """PyTorch dataset over one HDF5 cache split, plus sampler and class weights from train only.
 
 The file is opened lazily in whichever process reads it (h5py handles must not cross a fork)
-and images are read one chunk at a time, so memory does not grow with the data set.
+and images are read one chunk at a time, so memory does not grow with the data set. Items are
+the stored (un-augmented) uint8 images with their view index; a training set's
+:meth:`CacheDataset.views` turns a loaded batch into that epoch's augmented views on the batch's
+device, so loader workers only read and views never depend on worker count or batch makeup.
 """
 
 from __future__ import annotations
@@ -15,19 +18,23 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, WeightedRandomSampler
 
 from melanoma_kd.data.cache import UNLABELLED, check_cache
-from melanoma_kd.data.transforms import augmented_view
+from melanoma_kd.data.views import BatchAugment
 from melanoma_kd.errors import UserError
 
 
 class CacheDataset(Dataset):
-    """Items are ``{"image": uint8 CHW, "label": int, "index": int}``.
+    """Items are ``{"image": uint8 CHW (as stored), "label": int, "index": int}``.
 
-    With ``augment`` set, ``set_epoch(e)`` selects the epoch and the view of item ``i`` is a
-    pure function of ``(seed, e, i)``.
+    With ``augment`` set, ``set_epoch(e)`` selects the epoch and :meth:`views` makes a batch's
+    augmented views; the view of item ``i`` is a pure function of ``(seed, e, index)``.
     """
 
     def __init__(
-        self, path: str | Path, augment: Any = None, seed: int = 0, index_offset: int = 0
+        self,
+        path: str | Path,
+        augment: BatchAugment | None = None,
+        seed: int = 0,
+        index_offset: int = 0,
     ) -> None:
         self.path = Path(path)
         self.index_offset = index_offset  # item i is view/index ``index_offset + i``
@@ -47,8 +54,15 @@ class CacheDataset(Dataset):
         return len(self.labels)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose augmented views ``__getitem__`` returns."""
+        """Select the epoch whose augmented views :meth:`views` makes."""
         self.epoch = epoch
+
+    def views(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """This epoch's views of a loaded batch (``batch["image"]``, ``batch["index"]``), made on
+        ``images.device`` as float in [0, 1]; without ``augment`` the images unchanged."""
+        if self.augment is None:
+            return images
+        return self.augment(images, self.seed, self.epoch, indices)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -67,11 +81,8 @@ class CacheDataset(Dataset):
         return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image = self.read(index)
         key = self.index_offset + index
-        if self.augment is not None:
-            image = augmented_view(image, self.augment, self.seed, self.epoch, key)
-        return {"image": image, "label": int(self.labels[index]), "index": key}
+        return {"image": self.read(index), "label": int(self.labels[index]), "index": key}
 
 
 class TrainWithTransfer(ConcatDataset):
@@ -105,11 +116,20 @@ class TrainWithTransfer(ConcatDataset):
         for part in self.datasets:
             part.set_epoch(epoch)
 
+    def views(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """This epoch's views of a loaded batch; ``indices`` are positions in the concatenation
+        (both parts share the augmentation and seed)."""
+        return self.datasets[0].views(images, indices)
+
 
 def training_set(
-    train_cache: str | Path, augment: Any, seed: int, transfer_cache: str | Path | None = None
+    train_cache: str | Path,
+    augment: BatchAugment | None,
+    seed: int,
+    transfer_cache: str | Path | None = None,
 ) -> CacheDataset | TrainWithTransfer:
-    """The train split's augmented views, followed by the transfer set's when one is given."""
+    """The train split's images, followed by the transfer set's when one is given; their
+    augmented views come from ``.views`` per loaded batch."""
     train = CacheDataset(train_cache, augment=augment, seed=seed)
     if transfer_cache is None:
         return train
