@@ -7,11 +7,13 @@ For ``configs/isic2024.yaml`` and ``configs/ham10000.yaml`` this measures, on th
 - a training step (forward + backward + Adam) of every teacher and of the student at its
   ``image_size``, and an inference forward (teacher outputs, validation, evaluation);
 
-and multiplies them by the real data set's image count, split fractions and epochs to print the
-expected time of each stage, plus the disk each cache holds (the formats are uncompressed: a
-cache image is ``cache.size² × 3`` bytes, a cached teacher output ``(2 + Σ feature dims) × 4``
-bytes per image and student epoch). These are CPU figures: on a GPU the training and inference
-rows shrink by the GPU's speed-up, the hair-removal row (OpenCV on the CPU) does not.
+and multiplies them by the image count the recipe processes (the real data set's, or with
+``data.max_negatives`` set, that many benign images plus every melanoma image), split fractions
+and epochs to print the expected time of each stage, plus the disk each cache holds (the formats
+are uncompressed: a cache image is ``cache.size² × 3`` bytes, a cached teacher output
+``(2 + Σ feature dims) × 2`` bytes (float16) per image and student epoch). These are CPU
+figures: on a GPU the training and inference rows shrink by the GPU's speed-up, the hair-removal
+row (OpenCV on the CPU) does not.
 
     python benchmarks/recipe_costs.py [--recipes isic2024 ham10000] [--threads 2] [--batch 8]
 """
@@ -40,6 +42,7 @@ class RealSet:
     """Published size of a data set and the resolution of its images."""
 
     images: int
+    positives: int
     height: int
     width: int
     note: str
@@ -47,8 +50,8 @@ class RealSet:
 
 # Facts of the public releases: ISIC-2024 (SLICE-3D) train set, HAM10000 (ISIC archive).
 REAL = {
-    "isic2024": RealSet(401_059, 139, 139, "3D-TBP crops, ~130-150 px square"),
-    "ham10000": RealSet(10_015, 450, 600, "dermoscopy photographs, 600x450"),
+    "isic2024": RealSet(401_059, 393, 139, 139, "3D-TBP crops, ~130-150 px square"),
+    "ham10000": RealSet(10_015, 1_113, 450, 600, "dermoscopy photographs, 600x450"),
 }
 
 
@@ -105,6 +108,22 @@ def model_costs(arch: str, size: int, batch: int, repeats: int) -> tuple[float, 
     return 1e3 * train / batch, 1e3 * infer / batch, floats
 
 
+def kd_grid_size(distill: dict) -> int:
+    """Number of KD grid points, for the flat (``temperature × alpha × method``) and the
+    per-method (``response: {temperature, alpha}``, ``feature: {alpha}``) layouts."""
+    if "response" in distill:
+        response = len(distill["response"]["temperature"]) * len(distill["response"]["alpha"])
+        return response + len(distill["feature"]["alpha"])
+    return len(distill["temperature"]) * len(distill["alpha"]) * len(distill["method"])
+
+
+def recipe_images(params: dict, real: RealSet) -> int:
+    """Images the recipe processes: all, or after ``data.max_negatives`` subsampling."""
+    budget = params["data"].get("max_negatives")
+    negatives = real.images - real.positives
+    return real.images if budget is None else real.positives + min(budget, negatives)
+
+
 def hours(ms: float) -> str:
     s = ms / 1e3
     return f"{s / 3600:8.1f} h" if s >= 3600 else f"{s / 60:8.1f} min"
@@ -113,10 +132,12 @@ def hours(ms: float) -> str:
 def report(recipe: str, batch: int, repeats: int) -> None:
     params = yaml.safe_load((ROOT / "configs" / f"{recipe}.yaml").read_text())
     real = REAL[recipe]
-    n = real.images
+    n = recipe_images(params, real)
     n_train, n_eval = round(n * params["split"]["train"]), n - round(n * params["split"]["train"])
     t_epochs, s_epochs = params["teachers"]["epochs"], params["student"]["epochs"]
-    print(f"\n== {recipe}: {n} images ({real.note}); train {n_train}, val+holdout {n_eval}")
+    subsampled = f", subsampled from {real.images} (data.max_negatives)" if n < real.images else ""
+    print(f"\n== {recipe}: {n} images{subsampled} ({real.note})")
+    print(f"train {n_train}, val+holdout {n_eval}")
 
     h = hair_ms(params, real, repeats)
     cache_mb = params["cache"]["size"] ** 2 * 3 / 2**20
@@ -125,11 +146,7 @@ def report(recipe: str, batch: int, repeats: int) -> None:
 
     teachers = [(a, params["teachers"]["image_size"]) for a in params["teachers"]["archs"]]
     student = (params["student"]["arch"], params["student"]["image_size"])
-    grid = (
-        len(params["distill"]["temperature"])
-        * len(params["distill"]["alpha"])
-        * len(params["distill"]["method"])
-    )
+    grid = kd_grid_size(params["distill"])
     runs_per_seed = 2  # a replicate seed retrains the scratch student and the selected KD point
     student_runs = 1 + grid + runs_per_seed * len(params["replicates"]["seeds"]) + 1  # + ablation
     print(f"{'model':32s} {'train ms/img':>12s} {'infer ms/img':>12s} {'stage time (CPU)':>18s}")
@@ -147,8 +164,8 @@ def report(recipe: str, batch: int, repeats: int) -> None:
         f"{student[0] + ' (student)':32s} {tr:12.1f} {inf:12.1f} {hours(run_ms):>18s} / run"
         f"  x {student_runs} runs = {hours(run_ms * student_runs).strip()}"
     )
-    outputs_gb = s_epochs * n_train * outputs_floats * 4 / 2**30
-    print(f"teacher outputs on disk: {outputs_gb:.1f} GB (largest teacher)")
+    outputs_gb = s_epochs * n_train * outputs_floats * 2 / 2**30  # float16
+    print(f"teacher outputs on disk: {outputs_gb:.1f} GB float16 (largest teacher)")
 
 
 def main() -> None:

@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_path(args.skipped) as tmp:
         tmp.write_text("image_id\n" + "".join(f"{i}\n" for i in skipped))
     write_json(args.metrics, report)
+    if "subsample_seed" in report:
+        print(
+            f"ingest: subsampled to {report['subsample_negatives_after']} of "
+            f"{report['subsample_negatives_before']} benign images (whole patients, seed "
+            f"{report['subsample_seed']}); every melanoma image kept"
+        )
     print(f"ingest: {report['images']} images, {report['positives']} melanoma")
 
 

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         build_augment(params.augment),
         params.train.seed,
         params.student.epochs,
-        params.distill.feature_stages,
+        params.distill.feature.stages,
         args.out,
         transfer_cache=Path(args.transfer) if params.distill.transfer_images else None,
     )

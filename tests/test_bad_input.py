@@ -150,8 +150,9 @@ def test_ingest_rejects_bad_data(
 @pytest.mark.parametrize(
     ("section", "values", "needle"),
     [
-        ("distill", {"alpha": [1.5]}, "distill.alpha"),
-        ("distill", {"temperature": [0]}, "distill.temperature"),
+        ("distill", {"response": {"alpha": [1.5]}}, "distill.response.alpha"),
+        ("distill", {"response": {"temperature": [0]}}, "distill.response.temperature"),
+        ("distill", {"feature": {"alpha": [-0.1]}}, "distill.feature.alpha"),
         ("cache", {"size": -64}, "cache.size"),
         ("teachers", {"epocsh": 3}, "teachers.epocsh"),
         ("split", {"train": 0.9}, "split"),
@@ -180,10 +181,12 @@ def test_split_with_an_empty_class_fails(tmp_path: Path) -> None:
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
     out = tmp_path / "splits.csv"
     out.write_bytes(SENTINEL)
+    (tmp_path / "ingest.json").write_text("{}")
     proc = stage(
         "split.py",
         "--params", str(params_file(tmp_path)),
         "--manifest", str(tmp_path / "manifest.csv"),
+        "--ingest-report", str(tmp_path / "ingest.json"),
         "--out", str(out),
         "--metrics", str(tmp_path / "split.json"),
         cwd=tmp_path,

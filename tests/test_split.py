@@ -231,11 +231,13 @@ def test_stage_failure_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump({"split": {"seed": 0}}))
     out = tmp_path / "out"
+    (tmp_path / "ingest.json").write_text("{}")
     cmd = [
         sys.executable,
         "stages/split.py",
         "--params", str(params_path),
         "--manifest", str(manifest_path),
+        "--ingest-report", str(tmp_path / "ingest.json"),
         "--out", str(out / "splits.csv"),
         "--metrics", str(out / "split_metadata.json"),
     ]  # fmt: skip

@@ -2,8 +2,10 @@
 
 A registry maps ``data.source`` to a reader; adding a data set is one new reader function.
 The synthetic data set is written in the ISIC-2024 layout, so the default pipeline exercises the
-real ISIC-2024 reader. Every image is decoded once at ingest; bad input fails with one line
-naming the file/row/field (or is counted and reported when ``data.on_bad_image: skip``).
+real ISIC-2024 reader. With ``data.max_negatives`` set, benign images are first subsampled by
+whole patients (:func:`melanoma_kd.data.subsample.subsample_negatives`), so the images left out are
+never read. Every kept image is decoded once at ingest; bad input fails with one line naming the
+file/row/field (or is counted and reported when ``data.on_bad_image: skip``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from melanoma_kd.config import DataParams
+from melanoma_kd.data.subsample import subsample_negatives
 from melanoma_kd.data.tables import read_table
 from melanoma_kd.errors import UserError
 from melanoma_kd.imaging import decode_image
@@ -176,9 +179,11 @@ def open_images(manifest: pd.DataFrame) -> Iterator[ImageStore]:
 
 
 def build_manifest(params: DataParams) -> tuple[pd.DataFrame, dict]:
-    """Read ``params.source``, decode every image, and return (manifest, report).
+    """Read ``params.source``, subsample its benign images if ``params.max_negatives`` is set,
+    decode every kept image, and return (manifest, report).
 
-    With ``on_bad_image: skip`` unreadable images are dropped, counted and listed in the report;
+    The report carries the subsampling record (``subsample_*`` keys) only when it is on. With
+    ``on_bad_image: skip`` unreadable images are dropped, counted and listed in the report;
     with ``fail`` the first one raises. A manifest without both classes is an error.
     """
     try:
@@ -186,6 +191,9 @@ def build_manifest(params: DataParams) -> tuple[pd.DataFrame, dict]:
     except KeyError:
         raise UserError(f"data.source: unknown source {params.source!r}") from None
     df = reader(params, params.source)
+    subsampled: dict[str, int] = {}
+    if params.max_negatives is not None:
+        df, subsampled = subsample_negatives(df, params.max_negatives, params.subsample_seed)
     skipped: list[str] = []
     with open_images(df) as store:
         for image_id in tqdm(df["image_id"], desc="ingest: decode", disable=None, unit="img"):
@@ -208,5 +216,6 @@ def build_manifest(params: DataParams) -> tuple[pd.DataFrame, dict]:
         "lesions": int(df["lesion_id"].nunique()),
         "skipped": len(skipped),
         "skipped_ids": skipped,
+        **subsampled,
     }
     return df[MANIFEST_COLUMNS], report
