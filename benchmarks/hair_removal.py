@@ -2,8 +2,9 @@
 
 Generates ``--images`` synthetic dermoscopy images (default 400 at 128 px, 30 % hairy, as the
 default data set) and times the ``remove_hair`` stage's core, :func:`dehair_manifest`: read the
-JPEG from the HDF5 container, black-hat + inpaint, PNG-encode, write the output HDF5 (no truth
-scoring). ``workers=1`` runs in-process; ``workers=<all cores>`` uses the process pool, whose
+JPEG from the HDF5 container, detect hair (params.yaml's ``preprocess.detector``, or
+``--detector``) + inpaint, PNG-encode, write the output HDF5 (no truth scoring).
+``workers=1`` runs in-process; ``workers=<all cores>`` uses the process pool, whose
 tasks carry only ids and file locations (each worker reads its own chunk). Each parallel run
 starts its own pool, as the stage does; the one-time start of the forkserver that the workers
 fork from (about 1 s: it pre-imports the package) is left to an untimed warm-up. Rounds
@@ -14,6 +15,7 @@ count means other load on the machine took the cores, and the speed-up shrinks w
 Budget (DESIGN.md): speed-up >= 1.7x on 2 cores.
 
     .venv/bin/python benchmarks/hair_removal.py [--images 400] [--size 128] [--rounds 3]
+        [--detector reference|shape]
 """
 
 from __future__ import annotations
@@ -97,9 +99,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=400)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--detector", choices=["reference", "shape"], default=None)
     args = ap.parse_args()
 
     base = load_params(REPO / "params.yaml").preprocess
+    if args.detector is not None:
+        base = base.model_copy(update={"detector": args.detector})
     cores = os.cpu_count() or 1
     settings = {
         "1 worker": base.model_copy(update={"workers": 1}),
@@ -126,7 +131,8 @@ def main() -> None:
     rate = {name: args.images / statistics.median(ts) for name, ts in times.items()}
     one, many = rate["1 worker"], rate[f"{cores} workers"]
     print(
-        f"hair removal stage core, {args.images} images at {args.size} px, chunk "
+        f"hair removal stage core ({base.detector} detector), {args.images} images at "
+        f"{args.size} px, chunk "
         f"{base.chunk_size}, median of {args.rounds} rounds (outputs byte-identical):"
     )
     for name, r in rate.items():

@@ -1,4 +1,5 @@
-"""remove_hair: black-hat + threshold + Telea inpainting over the manifest, in parallel.
+"""remove_hair: a hair detector (``preprocess.detector``) + Telea inpainting over the manifest,
+in parallel.
 
 Writes the dehaired images (PNG bytes per id, HDF5), quality metrics against the synthetic hair
 truth when ``data.source`` is synthetic (the truth file is never opened for other sources), and a

@@ -28,7 +28,9 @@ from melanoma_kd.imaging import PSNR_MAX_DB, decode_image, psnr, ssim
 from melanoma_kd.io import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
-P = PreprocessParams(blackhat_kernel=9, threshold=15, dilate=1, inpaint_radius=3, workers=1)
+P = PreprocessParams(
+    detector="reference", blackhat_kernel=9, threshold=15, dilate=1, inpaint_radius=3, workers=1
+)
 SKIN = (205, 160, 140)
 
 
@@ -322,3 +324,189 @@ def test_stage_synthetic_without_truth_file_is_one_line(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(missing) in err
     assert not (tmp_path / "d.h5").exists()
+
+
+# --- the shape detector ------------------------------------------------------------------------
+
+SHAPE = PreprocessParams(detector="shape", workers=1)
+REFERENCE = PreprocessParams(detector="reference", workers=1)
+
+
+def _honeycomb(img: np.ndarray, centre: tuple[int, int], radius: int, side: int = 4) -> np.ndarray:
+    """Draw a dark hexagonal pigment network in a disc; return its pixel mask."""
+    mask = np.zeros(img.shape[:2], np.uint8)
+    w, h = math.sqrt(3) * side, 1.5 * side
+    for row in range(-radius // 4, radius // 4 + 1):
+        for col in range(-radius // 4, radius // 4 + 1):
+            cx = centre[0] + col * w + (w / 2 if row % 2 else 0)
+            cy = centre[1] + row * h
+            if math.hypot(cx - centre[0], cy - centre[1]) > radius - side:
+                continue
+            hexagon = [
+                (
+                    cx + side * math.cos(math.pi / 6 + k * math.pi / 3),
+                    cy + side * math.sin(math.pi / 6 + k * math.pi / 3),
+                )
+                for k in range(6)
+            ]
+            pts = np.rint(np.array(hexagon)).astype(np.int32)
+            cv2.polylines(mask, [pts], True, 1, 1)
+    img[mask.astype(bool)] = (70, 45, 35)
+    return mask
+
+
+def _dots_and_globules(img: np.ndarray) -> np.ndarray:
+    mask = np.zeros(img.shape[:2], np.uint8)
+    spots = (((20, 20), 1), ((100, 24), 2), ((24, 100), 3), ((60, 106), 4), ((104, 96), 2))
+    for (x, y), r in spots:
+        cv2.circle(mask, (x, y), r, 1, -1)
+    img[mask.astype(bool)] = (40, 25, 20)
+    return mask
+
+
+def _ring(img: np.ndarray, centre: tuple[int, int], radius: int) -> np.ndarray:
+    """A bubble's thin dark rim."""
+    mask = np.zeros(img.shape[:2], np.uint8)
+    cv2.circle(mask, centre, radius, 1, 1)
+    img[mask.astype(bool)] = (120, 95, 85)
+    return mask
+
+
+def test_shape_detector_rejects_dots_globules_network_and_rings_keeps_a_thin_line() -> None:
+    img = _flat(128)
+    network = _honeycomb(img, (64, 64), 22)
+    blobs = _dots_and_globules(img)
+    ring = _ring(img, (100, 60), 8)
+    line = np.zeros(img.shape[:2], np.uint8)
+    cv2.line(line, (8, 120), (120, 100), 1, 1)  # a 1-px hair across the frame
+    img[line.astype(bool)] = (45, 30, 25)
+    shape, reference = hair_mask(img, SHAPE).astype(bool), hair_mask(img, REFERENCE).astype(bool)
+    on = {"network": network, "blobs": blobs, "ring": ring, "line": line}
+    hit = {k: shape[m.astype(bool)].mean() for k, m in on.items()}
+    assert hit["line"] > 0.9  # the hair is kept
+    assert hit["network"] < 0.05 and hit["blobs"] == 0 and hit["ring"] < 0.05, hit
+    # nothing else is marked: every detected pixel is on or next to the line
+    near_line = cv2.dilate(line, np.ones((3, 3), np.uint8)).astype(bool)
+    assert not (shape & ~near_line).any()
+    # the reference detector does mark the network and the ring (what the shape filter adds)
+    assert (
+        reference[network.astype(bool)].mean() > 0.3 and reference[ring.astype(bool)].mean() > 0.3
+    )
+
+
+def test_line_response_is_high_on_a_line_low_on_a_blob() -> None:
+    bh = np.zeros((41, 41), np.float32)
+    bh[20, 5:36] = 40.0  # a horizontal ridge of contrast 40
+    blob = np.zeros_like(bh)
+    cv2.circle(blob, (20, 20), 3, 40.0, -1)
+    from melanoma_kd.data.hair import line_response
+
+    on_line = line_response(bh, 13, 12)[20, 20]
+    # the horizontal kernel lies on the ridge (mean 40); the vertical one crosses it at one
+    # pixel (40 / 13); the mean over the 12 angles lies between them
+    assert 40 / 13 < 40 - on_line < 40 / 2
+    assert line_response(2 * bh, 13, 12)[20, 20] == pytest.approx(2 * on_line, rel=1e-5)
+    assert np.abs(line_response(np.full_like(bh, 40.0), 13, 12)).max() < 1e-3  # flat: no line
+    assert line_response(blob, 13, 12)[20, 20] < 0.25 * on_line
+
+
+def test_shape_components_by_hand() -> None:
+    from melanoma_kd.data.hair import elongation, hole_areas
+
+    bar = np.zeros((5, 21), np.uint8)
+    bar[2, :] = 1
+    assert elongation(bar) == math.inf  # a 1-px straight line has no minor axis
+    square = np.ones((5, 5), np.uint8)
+    assert elongation(square) == pytest.approx(1.0)
+    rect = np.ones((2, 8), np.uint8)  # variances (8^2-1)/12 and (2^2-1)/12
+    assert elongation(rect) == pytest.approx(math.sqrt(63 / 3))
+    ring = np.ones((5, 5), np.uint8)
+    ring[1:4, 1:4] = 0
+    assert hole_areas(ring).tolist() == [9] and hole_areas(bar).size == 0
+
+
+def test_shape_detector_is_parallel_invariant() -> None:
+    images = _varied_images(9)
+    serial = remove_hair_batch(images, SHAPE.model_copy(update={"chunk_size": 2}))
+    parallel = remove_hair_batch(images, SHAPE.model_copy(update={"workers": 2, "chunk_size": 4}))
+    for a, b in zip(serial[0] + serial[1], parallel[0] + parallel[1], strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_per_type_and_lesion_metrics_by_hand() -> None:
+    from melanoma_kd.data.synthetic import ArtefactTruth
+
+    z = np.zeros((4, 4), np.uint8)
+    img = np.full((4, 4, 3), 100, np.uint8)
+    # image 1: grey hair (code 3) on row 0, ruler (code 5) on row 3, bubble (code 6) at (2, 2)
+    art1 = z.copy()
+    art1[0, :] = 3
+    art1[3, :] = 5
+    art1[2, 2] = 6
+    true1 = ((art1 == 3) | (art1 == 5)).astype(np.uint8)
+    pred1 = z.copy()
+    pred1[0, :2] = 1  # 2 of 4 grey pixels
+    pred1[3, :] = 1  # all 4 ruler pixels
+    pred1[1, 0] = 1  # 1 false positive
+    out1 = img.copy()
+    out1[2, 2] = 90  # the bubble pixel changed
+    # image 2: no hair; lesion = left half (8 px); 2 changed inside, 1 outside
+    lesion = z.copy()
+    lesion[:, :2] = 1
+    out2 = img.copy()
+    out2[0, 0, 1] = 101
+    out2[1, 1] = 0
+    out2[0, 3, 2] = 7
+    q = hair_quality(
+        images=[img, img],
+        dehaired=[out1, out2],
+        masks=[pred1, z],
+        clean=[img, img],
+        true_masks=[true1, z],
+        has_hair=[True, False],
+        details=[ArtefactTruth(art1, z, 3), ArtefactTruth(z, lesion, 0)],
+    )
+    grey = q["per_type"]["grey"]
+    assert grey["recall"] == pytest.approx(2 / 4) and grey["images"] == 1
+    assert grey["precision"] == pytest.approx(6 / 7)  # tp 2 grey + 4 ruler, fp 1, on its image
+    assert q["per_type"]["ruler"]["recall"] == pytest.approx(1.0)
+    assert "dark" not in q["per_type"] and "bubble" not in q["per_type"]
+    assert q["hairless_lesion_changed_fraction"] == pytest.approx(2 / 8)
+    assert q["hairless_outside_changed_fraction"] == pytest.approx(1 / 8)
+    assert q["bubble_changed_fraction"] == pytest.approx(1.0)
+    assert q["mask_recall"] == pytest.approx(6 / 8) and q["mask_precision"] == pytest.approx(6 / 7)
+
+
+def test_tuning_uses_train_rows_only_and_respects_the_lesion_limit(
+    generated: tuple[Path, Path],
+) -> None:
+    from melanoma_kd.data.hair_tuning import load_train_samples, tune_shape
+
+    raw, manifest_path = generated
+    splits = pd.read_csv(manifest_path, dtype=str)
+    splits["split"] = ["train" if i % 3 == 0 else "val" for i in range(len(splits))]
+    samples = load_train_samples(splits, raw)
+    assert len(samples) == (len(splits) + 2) // 3
+    grid = {"threshold": [3, 10], "relative_threshold": [0.0, 0.3]}
+    best, rows = tune_shape(samples, SHAPE.shape, grid, max_lesion=0.01)
+    assert len(rows) == 4
+    ok = [r for r in rows if r["lesion_marked"] <= 0.01]
+    chosen = next(r for r in rows if all(r[k] == getattr(best, k) for k in grid))
+    if ok:
+        assert chosen["iou"] == max(r["iou"] for r in ok) and chosen in ok
+    else:
+        assert chosen["lesion_marked"] == min(r["lesion_marked"] for r in rows)
+
+
+def test_stage_reports_both_detectors(generated: tuple[Path, Path], tmp_path: Path) -> None:
+    raw, manifest_path = generated
+    metrics = _run(tmp_path, manifest_path, raw, detector="shape")
+    assert metrics["detector"] == "shape"
+    by = metrics["by_detector"]
+    assert sorted(by) == ["reference", "shape"]
+    assert by["shape"]["mask_precision"] == metrics["mask_precision"]
+    for result in by.values():
+        assert 0 <= result["hairless_lesion_changed_fraction"] <= 1
+        assert set(result["per_type"]) <= {"dark", "thin", "grey", "blond", "ruler"}
+    again = _run(tmp_path, manifest_path, raw, detector="reference")
+    assert again["by_detector"] == by  # the same two figures whichever one is configured

@@ -23,6 +23,7 @@ from melanoma_kd.data.synthetic import (
     open_truth,
     plot_samples,
 )
+from melanoma_kd.data.synthetic_render import ARTEFACT_NAMES, BUBBLE, HAIR_TYPES, RULER
 from melanoma_kd.imaging import encode_jpeg
 from melanoma_kd.io import sha256_file
 
@@ -80,8 +81,10 @@ def test_truth_matches_metadata_and_images(small_set: tuple[Path, dict]) -> None
             if not has_hair[i]:  # the image is exactly the JPEG of its clean truth
                 raw = encode_jpeg(truth["clean"][i], SMALL.jpeg_quality)
                 assert raw == images[isic_id][()]
-            elif hair.sum() > 20:  # hairs are dark: the image is darker than the truth there
-                assert (clean - img).mean(axis=2)[hair].mean() > 25
+            else:  # dark hairs and ruler ink make the image darker than the truth there
+                dark = hair & np.isin(truth["artefact"][i], [1, 2, RULER])
+                if dark.sum() > 20:
+                    assert (clean - img).mean(axis=2)[dark].mean() > 25
 
 
 def test_cohort_structure(small_set: tuple[Path, dict]) -> None:
@@ -233,3 +236,86 @@ def test_stage_generates_nothing_for_real_data(
     params.write_text(yaml.safe_dump({"data": {"source": "synthetic"}}))
     with pytest.raises(AssertionError, match="synthetic work"):  # the trap is live
         _stage().main(["--params", str(params), "--out", str(out), "--plot", str(plot)])
+
+
+# --- hair variety, rulers and bubbles ---------------------------------------------------------
+
+
+def test_artefact_truth_is_consistent(small_set: tuple[Path, dict]) -> None:
+    out, summary = small_set
+    with h5py.File(out / TRUTH_FILE, "r") as truth:
+        artefact, removal = truth["artefact"][()], truth["hair_mask"][()].astype(bool)
+        hair_type, lesion = truth["hair_type"][()], truth["lesion_mask"][()]
+        has_hair = truth["has_hair"][()].astype(bool)
+        assert truth["artefact"].attrs["codes"] == ",".join(ARTEFACT_NAMES)
+    # the removal mask is exactly the hair and ruler pixels; bubbles are never in it
+    assert np.array_equal(removal, (artefact >= 1) & (artefact <= RULER))
+    assert (artefact[removal] != BUBBLE).all()
+    for i in range(len(hair_type)):  # one hair type per image, the one recorded
+        codes = set(np.unique(artefact[i])) & set(range(1, len(HAIR_TYPES) + 1))
+        assert codes <= {hair_type[i]}
+    # has_hair: hairs or a ruler were drawn (their ink may fall outside the field of view)
+    assert has_hair[removal.reshape(len(removal), -1).any(1) | (hair_type > 0)].all()
+    assert set(np.unique(lesion)) == {0, 1} and lesion.mean() > 0.02
+    assert summary["hairy"] == int((hair_type > 0).sum())
+    assert sum(summary["hair_types"].values()) == summary["hairy"]
+
+
+def _truth_arrays(out: Path) -> dict[str, np.ndarray]:
+    with h5py.File(out / TRUTH_FILE, "r") as truth:
+        return {k: truth[k][()] for k in ("clean", "hair_mask", "artefact", "hair_type")}
+
+
+def test_each_hair_type_and_artefact_is_drawn(tmp_path: Path) -> None:
+    base = SMALL.model_copy(update={"n_images": 24, "hair_fraction": 1.0})
+    for name in ("thin", "grey", "blond"):
+        shares = {"hair_thin": 0.0, "hair_grey": 0.0, "hair_blond": 0.0, f"hair_{name}": 1.0}
+        p = GenerateParams(**(base.model_dump() | shares))
+        generate_dataset(p, tmp_path / name)
+        t = _truth_arrays(tmp_path / name)
+        code = 1 + HAIR_TYPES.index(name)
+        assert (t["hair_type"] == code).all()
+        assert (t["artefact"] == code).any()
+    # blond hairs are light: on their pixels the image is not darker than the clean truth
+    with h5py.File(tmp_path / "blond" / IMAGES_FILE, "r") as images:
+        meta = pd.read_csv(tmp_path / "blond" / METADATA_FILE)
+        t = _truth_arrays(tmp_path / "blond")
+        diffs = [
+            (t["clean"][i].astype(float) - _decode(images, isic_id)).mean(axis=2)[
+                t["artefact"][i] == 1 + HAIR_TYPES.index("blond")
+            ]
+            for i, isic_id in enumerate(meta["isic_id"])
+        ]
+        assert np.concatenate(diffs).mean() < 10
+    every = SMALL.model_copy(update={"n_images": 20, "ruler_fraction": 1.0, "bubble_fraction": 1.0})
+    generate_dataset(every, tmp_path / "every")
+    t = _truth_arrays(tmp_path / "every")
+    for k in range(every.n_images):
+        assert (t["artefact"][k] == RULER).any() and (t["artefact"][k] == BUBBLE).any()
+
+
+def test_rulers_and_bubbles_leave_other_images_unchanged(tmp_path: Path) -> None:
+    """Rulers and bubbles are drawn from their own per-image generator: turning them on
+    changes the images that get them and no other byte."""
+    off = SMALL.model_copy(update={"n_images": 30, "ruler_fraction": 0.0, "bubble_fraction": 0.0})
+    on = off.model_copy(update={"ruler_fraction": 0.4, "bubble_fraction": 0.4})
+    generate_dataset(off, tmp_path / "off")
+    generate_dataset(on, tmp_path / "on")
+    b = _truth_arrays(tmp_path / "on")
+    touched = (b["artefact"] >= RULER).reshape(len(b["artefact"]), -1).any(1)
+    assert 0 < touched.sum() < len(touched)
+    with (
+        h5py.File(tmp_path / "off" / IMAGES_FILE, "r") as x,
+        h5py.File(tmp_path / "on" / IMAGES_FILE, "r") as y,
+    ):
+        ids = list(x.keys())
+        meta = pd.read_csv(tmp_path / "on" / METADATA_FILE)
+        row = {isic_id: i for i, isic_id in enumerate(meta["isic_id"])}
+        for isic_id in ids:
+            same = x[isic_id][()] == y[isic_id][()]
+            assert same != touched[row[isic_id]]
+
+
+def test_hair_shares_must_fit() -> None:
+    with pytest.raises(ValueError, match="must be <= 1"):
+        GenerateParams(hair_thin=0.5, hair_grey=0.4, hair_blond=0.2)

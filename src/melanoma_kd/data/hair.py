@@ -1,9 +1,18 @@
 """Hair removal for dermoscopy images, and how well it works against known truth.
 
-One image: grayscale black-hat (closing minus image: dark structures narrower than the kernel
-light up; the frame edge is replicated first so the dermoscope's dark rim is not one) →
-threshold → drop detections shorter than ``min_hair_length`` (dots, network fragments) →
-dilation → OpenCV Telea inpainting of the masked pixels.
+One image: a hair mask (``preprocess.detector``), then OpenCV Telea inpainting of its pixels.
+
+* ``reference`` — the published pipeline: grayscale black-hat (closing minus image: dark
+  structures narrower than the kernel light up; the frame edge is replicated first so the
+  dermoscope's dark rim is not one) → threshold → drop detections shorter than
+  ``min_hair_length`` → dilation. Dots, globules, pigment network and bubble rims are thin and
+  dark too, so it marks them as well.
+* ``shape`` — the same black-hat, then what rejects what is not hair (:func:`shape_mask`): an
+  oriented line filter (:func:`line_response`: a hair is long and straight at the 13-px scale;
+  dots, globules and network are not) with hysteresis, a threshold relative to the local ridge
+  (drops the fringe beside a hair), and connected-component shape (length, elongation from the
+  second moments, holes: rings and network cells). Its parameters were chosen on train images
+  only (:mod:`melanoma_kd.data.hair_tuning`).
 
 Many images: :func:`ordered_map` runs chunks of ``chunk_size`` through a process pool with at
 most two chunks per worker in flight, results in input order. :func:`iter_remove_hair` ships
@@ -14,13 +23,17 @@ Workers start from a forkserver, so a script that runs a pool needs the usual
 ``if __name__ == "__main__":`` guard.
 
 :class:`HairQuality` accumulates PSNR/SSIM and mask overlap against the synthetic data set's
-hair-free images and hair masks. Only the synthetic source has that truth: :func:`truth_for`
-gives the file to score against, and ``None`` for any other ``data.source``, so real data never
-opens it.
+hair-free images and hair masks, plus (with the generator's artefact truth) pixels changed inside
+and outside the lesion on images without hair, bubble pixels changed, and per-type recall and
+precision (dark, thin, grey, blond hair, ruler). The stage scores both detectors on the same
+images (``by_detector`` in the metrics). Only the synthetic source has that truth:
+:func:`truth_for` gives the file to score against, and ``None`` for any other ``data.source``,
+so real data never opens it.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
 import os
@@ -39,10 +52,11 @@ import pandas as pd
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from melanoma_kd.config import PreprocessParams
+from melanoma_kd.config import PreprocessParams, ShapeDetectorParams
 from melanoma_kd.data.sources import open_images
 from melanoma_kd.data.synthetic import SOURCE as SYNTHETIC
-from melanoma_kd.data.synthetic import TRUTH_FILE, open_truth
+from melanoma_kd.data.synthetic import TRUTH_FILE, ArtefactTruth, open_truth
+from melanoma_kd.data.synthetic_render import ARTEFACT_NAMES, BUBBLE
 from melanoma_kd.data.tables import read_table
 from melanoma_kd.errors import UserError
 from melanoma_kd.imaging import encode_png, mse, psnr, psnr_from_mse, ssim
@@ -72,21 +86,135 @@ def _check_image(rgb: np.ndarray) -> None:
 
 
 def hair_mask(rgb: Image, p: PreprocessParams) -> Mask:
-    """Binary hair mask (1 = hair) of an RGB uint8 image."""
+    """Binary hair mask (1 = hair) of an RGB uint8 image, by ``p.detector``."""
     _check_image(rgb)
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    size = p.blackhat_kernel
-    kernel = cv2.getStructuringElement(KERNEL_SHAPES[p.kernel_shape], (size, size))
-    # Replicate the frame edge first: a dark rim along it (the dermoscope's field-of-view
-    # border) must read as a wide dark region, not a thin "hair" (morphologyEx ignores borderType).
-    padded = cv2.copyMakeBorder(gray, size, size, size, size, cv2.BORDER_REPLICATE)
-    blackhat = cv2.morphologyEx(padded, cv2.MORPH_BLACKHAT, kernel)[size:-size, size:-size]
-    mask = (blackhat > p.threshold).astype(np.uint8)
+    if p.detector == "shape":
+        s = p.shape
+        blackhat = _blackhat(gray, s.blackhat_kernel, cv2.MORPH_ELLIPSE).astype(np.float32)
+        line = line_response(blackhat, s.line_length, s.line_angles)
+        return shape_mask(blackhat, line, s)
+    mask = (_blackhat(gray, p.blackhat_kernel, KERNEL_SHAPES[p.kernel_shape]) > p.threshold).astype(
+        np.uint8
+    )
     if p.min_hair_length > 1:
         mask = _drop_short(mask, p.min_hair_length)
     if p.dilate:
         mask = cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=p.dilate)
     return mask
+
+
+def _blackhat(gray: Image, size: int, shape: int) -> Image:
+    """Grey black-hat (closing minus image) with a ``size`` structuring element."""
+    kernel = cv2.getStructuringElement(shape, (size, size))
+    # Replicate the frame edge first: a dark rim along it (the dermoscope's field-of-view
+    # border) must read as a wide dark region, not a thin "hair" (morphologyEx ignores borderType).
+    padded = cv2.copyMakeBorder(gray, size, size, size, size, cv2.BORDER_REPLICATE)
+    return cv2.morphologyEx(padded, cv2.MORPH_BLACKHAT, kernel)[size:-size, size:-size]
+
+
+@functools.lru_cache(maxsize=16)
+def _line_kernels(length: int, angles: int) -> tuple[NDArray[np.float32], ...]:
+    """Normalised 1-px line kernels of ``length`` px through the centre, ``angles`` directions
+    evenly spaced over 180°."""
+    kernels = []
+    c = (length - 1) / 2
+    for k in range(angles):
+        theta = math.pi * k / angles
+        dx, dy = c * math.cos(theta), c * math.sin(theta)
+        kernel = np.zeros((length, length), np.float32)
+        cv2.line(kernel, (round(c - dx), round(c - dy)), (round(c + dx), round(c + dy)), 1.0)
+        kernels.append(kernel / kernel.sum())
+    return tuple(kernels)
+
+
+def line_response(blackhat: NDArray[np.float32], length: int, angles: int) -> NDArray[np.float32]:
+    """Oriented line filter of a black-hat image: the mean along the best of ``angles`` lines of
+    ``length`` px minus the mean over all of them. A hair (a long thin ridge) scores about its
+    contrast; dots, globules and isotropic pigment network score little: every direction sees
+    about as much of them."""
+    responses = np.stack(
+        [
+            cv2.filter2D(blackhat, cv2.CV_32F, k, borderType=cv2.BORDER_REPLICATE)
+            for k in _line_kernels(length, angles)
+        ]
+    )
+    return responses.max(0) - responses.mean(0)
+
+
+def shape_mask(
+    blackhat: NDArray[np.float32], line: NDArray[np.float32], s: ShapeDetectorParams
+) -> Mask:
+    """The ``shape`` detector's mask from a black-hat image and its :func:`line_response`.
+
+    The line response scales with contrast; divided by the black-hat maximum in the pixel's
+    5×5 neighbourhood (the ridge) it does not: about 0.85 on a hair whatever its contrast,
+    well below 0.5 on dots, globules and pigment network however dark they are.
+
+    1. candidates: black-hat ``> threshold`` and line response ``> line_threshold_low``;
+    2. hysteresis: keep candidate components holding a seed pixel, one with line response
+       ``> line_threshold`` and ``> line_ratio`` × the ridge;
+    3. ridge: keep pixels whose black-hat is ``>= relative_threshold`` × the ridge (drops the
+       faint fringe beside a hair);
+    4. shape (:func:`_hair_shaped`): drop components shorter than ``min_length``, and meshes
+       (more than ``max_cells`` holes of at most ``mesh_cell`` px); keep the rest that are at
+       least ``long_length`` long; in between, keep only elongated ones without holes;
+    5. ``dilate`` iterations of a 3×3 dilation.
+    """
+    ridge = cv2.dilate(blackhat, np.ones((5, 5), np.uint8))
+    weak = (blackhat > s.threshold) & (line > s.line_threshold_low)
+    n, labels = cv2.connectedComponents(weak.astype(np.uint8), connectivity=8)
+    seeds = weak & (line > s.line_threshold) & (line > s.line_ratio * ridge)
+    seeded = np.zeros(n, bool)
+    seeded[labels[seeds]] = True
+    seeded[0] = False
+    mask = seeded[labels]
+    if s.relative_threshold > 0:
+        mask &= blackhat >= s.relative_threshold * ridge
+    mask = _hair_shaped(mask.astype(np.uint8), s)
+    if s.dilate:
+        mask = cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=s.dilate)
+    return mask
+
+
+def _hair_shaped(mask: Mask, s: ShapeDetectorParams) -> Mask:
+    """Keep the connected components that look like hair (see :func:`shape_mask`, step 4)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    keep = np.zeros(n, bool)
+    for i in range(1, n):
+        x, y, w, h = stats[i, :4]
+        longest = max(w, h)
+        if longest < s.min_length:
+            continue
+        crop = (labels[y : y + h, x : x + w] == i).astype(np.uint8)
+        holes = hole_areas(crop)
+        if np.count_nonzero(holes <= s.mesh_cell) > s.max_cells:
+            continue  # a mesh of small cells: pigment network, however long
+        keep[i] = longest >= s.long_length or (
+            elongation(crop) >= s.min_elongation and int(holes.sum()) <= s.max_hole
+        )
+    return keep[labels].astype(np.uint8)
+
+
+def elongation(component: Mask) -> float:
+    """sqrt(major / minor) eigenvalue of a binary shape's second central moments: 1 for a disc
+    or ring, large for a line."""
+    m = cv2.moments(component, binaryImage=True)
+    a, b, c = m["mu20"], m["mu11"], m["mu02"]
+    root = math.hypot((a - c) / 2, b)
+    major, minor = (a + c) / 2 + root, (a + c) / 2 - root
+    return math.sqrt(major / minor) if minor > 1e-9 else math.inf
+
+
+def hole_areas(component: Mask) -> NDArray[np.int64]:
+    """Areas (px) of the holes of a binary shape: background regions (4-connected) that do not
+    reach the outside."""
+    padded = cv2.copyMakeBorder(component, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    cv2.floodFill(padded, None, (0, 0), 1)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(
+        (padded == 0).astype(np.uint8), connectivity=4
+    )
+    return stats[1:n, cv2.CC_STAT_AREA].astype(np.int64)
 
 
 def _drop_short(mask: Mask, min_length: int) -> Mask:
@@ -204,6 +332,13 @@ class HairQuality:
     pooled mean squared error of dehaired-vs-input (removal should leave them alone) and the
     fraction of them in which any hair was detected. Sums are exact (``math.fsum``), so merging
     partial results in any grouping gives identical numbers.
+
+    With the generator's artefact truth (``detail``) also: the fraction of pixels changed by
+    removal on images without hair, inside the true lesion and outside it; the fraction of
+    bubble pixels changed (bubbles are not hair); and per artefact type (hair types, ruler)
+    the recall over that type's true pixels and the precision over the images holding it (for
+    a hair type: the images with that type of hair; for the ruler: images with a ruler and no
+    hair), all pooled over pixels.
     """
 
     _values: dict[str, list[float]] = field(default_factory=dict)
@@ -231,8 +366,11 @@ class HairQuality:
         clean: Image,
         true_mask: Mask,
         has_hair: bool,
+        detail: ArtefactTruth | None = None,
     ) -> None:
         """Add one image: its input, output and detected mask, and the truth for it."""
+        if detail is not None:
+            self._add_detail(image, dehaired, mask, true_mask, has_hair, detail)
         if has_hair:
             self.hairy += 1
             self._add("psnr_in", psnr(image, clean))
@@ -248,8 +386,62 @@ class HairQuality:
             self._add("mse_clean", mse(dehaired, image))
             self._add("detected_clean", float(mask.any()))
 
-    def result(self) -> dict[str, float | int]:
-        """Flat metrics dict (see the class docstring)."""
+    def _add_detail(
+        self,
+        image: Image,
+        dehaired: Image,
+        mask: Mask,
+        true_mask: Mask,
+        has_hair: bool,
+        detail: ArtefactTruth,
+    ) -> None:
+        changed = np.any(dehaired != image, axis=2)
+        bubble = detail.artefact == BUBBLE
+        self._add("bubble_changed", float(np.count_nonzero(changed & bubble)))
+        self._add("bubble_pixels", float(np.count_nonzero(bubble)))
+        if not has_hair:
+            lesion = detail.lesion.astype(bool)
+            self._add("lesion_changed", float(np.count_nonzero(changed & lesion)))
+            self._add("lesion_pixels", float(np.count_nonzero(lesion)))
+            self._add("outside_changed", float(np.count_nonzero(changed & ~lesion)))
+            self._add("outside_pixels", float(np.count_nonzero(~lesion)))
+            return
+        pred, true = mask.astype(bool), true_mask.astype(bool)
+        for code in np.unique(detail.artefact[true]):
+            of_type = true & (detail.artefact == code)
+            name = ARTEFACT_NAMES[int(code)]
+            self._add(f"{name}:found", float(np.count_nonzero(pred & of_type)))
+            self._add(f"{name}:true", float(np.count_nonzero(of_type)))
+        owner = ARTEFACT_NAMES[detail.hair_type] if detail.hair_type else "ruler"
+        self._add(f"{owner}:tp", float(np.count_nonzero(pred & true)))
+        self._add(f"{owner}:fp", float(np.count_nonzero(pred & ~true)))
+        self._add(f"{owner}:images", 1.0)
+
+    def _detail_result(self, s: dict[str, float]) -> dict[str, object]:
+        out: dict[str, object] = {}
+        if s.get("lesion_pixels"):
+            out["hairless_lesion_changed_fraction"] = s["lesion_changed"] / s["lesion_pixels"]
+        if s.get("outside_pixels"):
+            out["hairless_outside_changed_fraction"] = s["outside_changed"] / s["outside_pixels"]
+        if s.get("bubble_pixels"):
+            out["bubble_changed_fraction"] = s["bubble_changed"] / s["bubble_pixels"]
+        per_type = {}
+        for name in ARTEFACT_NAMES[1:]:
+            if name == "bubble" or not (s.get(f"{name}:true") or s.get(f"{name}:images")):
+                continue
+            tp, fp = s.get(f"{name}:tp", 0.0), s.get(f"{name}:fp", 0.0)
+            found, true = s.get(f"{name}:found", 0.0), s.get(f"{name}:true", 0.0)
+            per_type[name] = {
+                "images": int(s.get(f"{name}:images", 0.0)),
+                "precision": round(tp / (tp + fp), 6) if tp + fp else 1.0,
+                "recall": round(found / true, 6) if true else 1.0,
+            }
+        if per_type:
+            out["per_type"] = per_type
+        return out
+
+    def result(self) -> dict[str, object]:
+        """Metrics dict, flat but for ``per_type`` (see the class docstring)."""
         s = {key: self._sum(key) for key in self._values}
         out: dict[str, float | int] = {
             "truth_available": 1,
@@ -275,7 +467,8 @@ class HairQuality:
                 "hairless_psnr_dehaired_vs_input": psnr_from_mse(s["mse_clean"] / self.hairless),
                 "hairless_detected_fraction": s["detected_clean"] / self.hairless,
             }
-        return {k: v if isinstance(v, int) else round(float(v), 6) for k, v in out.items()}
+        out |= self._detail_result(s)
+        return {k: v if isinstance(v, int | dict) else round(float(v), 6) for k, v in out.items()}
 
 
 def hair_quality(
@@ -285,10 +478,13 @@ def hair_quality(
     clean: Sequence[Image],
     true_masks: Sequence[Mask],
     has_hair: Sequence[bool],
-) -> dict[str, float | int]:
+    details: Sequence[ArtefactTruth | None] | None = None,
+) -> dict[str, object]:
     """Quality of hair removal over a set of images with known truth (see :class:`HairQuality`)."""
     acc = HairQuality()
-    for row in zip(images, dehaired, masks, clean, true_masks, has_hair, strict=True):
+    details = details if details is not None else [None] * len(images)
+    rows = zip(images, dehaired, masks, clean, true_masks, has_hair, details, strict=True)
+    for row in rows:
         acc.add(*row)
     return acc.result()
 
@@ -316,6 +512,7 @@ class ChunkResult:
     pngs: list[bytes] = field(default_factory=list)
     detected: int = 0
     quality: HairQuality = field(default_factory=HairQuality)
+    other: HairQuality = field(default_factory=HairQuality)  # the other detector, for comparison
     examples: list[Example] = field(default_factory=list)
 
 
@@ -351,12 +548,22 @@ def _dehair_rows(
             if known is not None:
                 clean, true_mask, has_hair = known
                 _check_truth(image_id, image, clean)
-                result.quality.add(image, dehaired, mask, clean, true_mask, has_hair)
+                detail = truth.detail(image_id)
+                result.quality.add(image, dehaired, mask, clean, true_mask, has_hair, detail)
+                if p.hair_removal:
+                    other_out, other_mask = _process_one(image, _other_detector(p))
+                    args = (image, other_out, other_mask, clean, true_mask, has_hair, detail)
+                    result.other.add(*args)
             wanted = known[2] if known is not None else bool(mask.any())
             if wanted and len(result.examples) < n_examples:
                 true = known[1] if known is not None else None
                 result.examples.append(Example(image_id, image, dehaired, mask, true))
     return result
+
+
+def _other_detector(p: PreprocessParams) -> PreprocessParams:
+    """The same params with the other detector (reference <-> shape)."""
+    return p.model_copy(update={"detector": "reference" if p.detector == "shape" else "shape"})
 
 
 def dehair_manifest(
@@ -378,7 +585,7 @@ def dehair_manifest(
         truth_path = truth.path if truth is not None else None
     ids = manifest["image_id"].astype(str).tolist()
     rows = manifest[["image_id", "location"]].astype(str)
-    quality, examples, detected = HairQuality(), [], 0
+    quality, other, examples, detected = HairQuality(), HairQuality(), [], 0
     tasks = (  # lazy: once enough examples have come back, later chunks send none
         (rows.iloc[i : i + p.chunk_size], p, truth_path, n_examples - len(examples))
         for i in range(0, len(rows), p.chunk_size)
@@ -400,6 +607,7 @@ def dehair_manifest(
             bar.update(len(done.pngs))
             detected += done.detected
             quality.merge(done.quality)
+            other.merge(done.other)
             examples += done.examples[: n_examples - len(examples)]
         h5.create_dataset(
             "ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype(), track_times=False
@@ -410,6 +618,11 @@ def dehair_manifest(
     seen = quality.hairy + quality.hairless
     metrics = quality.result() if seen else {"truth_available": 0}
     metrics |= {"images": len(ids), "detected_hair_fraction": round(detected / max(1, len(ids)), 6)}
+    if p.hair_removal:
+        metrics["detector"] = p.detector
+        if seen:  # both detectors on the same images, for comparison
+            by = {p.detector: quality.result(), _other_detector(p).detector: other.result()}
+            metrics["by_detector"] = {name: by[name] for name in sorted(by)}
     return metrics, examples
 
 

@@ -11,15 +11,22 @@ files and reads them back.
 
 Patients own 1..``max_lesions_per_patient`` lesions and a lesion has 1..``max_images_per_lesion``
 views (rotation, scale, position and lighting change; the lesion does not), labelled per lesion.
-Dark curved hairs are drawn on ``hair_fraction`` of the images; the hair-free image and the hair
-mask are kept as ground truth for the hair-removal stage.
+Curved hairs are drawn on ``hair_fraction`` of the images, one type per image (dark, or with
+shares ``hair_thin`` / ``hair_grey`` / ``hair_blond`` thin, grey or blond); independently a
+ruler's ink marks on ``ruler_fraction`` and air bubbles on ``bubble_fraction`` of them. Hairs and
+ruler ink are artefacts to remove: they are in the truth's removal mask and absent from its clean
+image. Bubbles are not hair (a hair remover should leave them): they stay in the clean image and
+are labelled only in the artefact map, so detections on them count as false positives.
 
 Output directory (the ``generate`` stage's out):
     train-image.hdf5    one scalar dataset per ``isic_id`` holding its JPEG bytes
     train-metadata.csv  isic_id, patient_id, lesion_id, target, age_approx, sex,
                         anatom_site_general (sorted by isic_id)
-    truth.hdf5          ids (utf-8), clean (N×H×W×3 uint8, lossless), hair_mask (N×H×W uint8,
-                        1 = hair), has_hair (N uint8), in metadata order
+    truth.hdf5          ids (utf-8), clean (N×H×W×3 uint8, lossless: no hair, no ruler ink),
+                        hair_mask (N×H×W uint8, 1 = hair or ruler ink: pixels to remove),
+                        has_hair (N uint8, 1 = the image has hairs or ruler ink), hair_type
+                        (N uint8, 0 = none, else 1 + index in HAIR_TYPES), artefact (N×H×W uint8,
+                        ARTEFACT_NAMES codes), lesion_mask (N×H×W uint8), in metadata order
 The same params give byte-identical files (fixed order, no HDF5 timestamps).
 
 With another ``data.source`` the stage generates nothing: :func:`write_not_generated` leaves
@@ -41,7 +48,13 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from melanoma_kd.config import GenerateParams
-from melanoma_kd.data.synthetic_render import draw_traits, render_lesion, render_view
+from melanoma_kd.data.synthetic_render import (
+    ARTEFACT_NAMES,
+    HAIR_TYPES,
+    draw_traits,
+    render_lesion,
+    render_view,
+)
 from melanoma_kd.errors import UserError
 from melanoma_kd.imaging import decode_image, encode_jpeg
 from melanoma_kd.io import atomic_path, write_json
@@ -175,13 +188,17 @@ def generate_dataset(params: GenerateParams, out_dir: Path) -> dict:
     n = params.n_images
     isic_ids = [f"ISIC_{k:07d}" for k in np.sort(rng.choice(9_000_000, n, replace=False))]
     slot = rng.permutation(n)  # image k of the generation order is row slot[k] of the metadata
-    has_hair = rng.random(n) < params.hair_fraction
+    hairy = rng.random(n) < params.hair_fraction
+    hair_type = _hair_types(params, rng, hairy)
+    ruler = rng.random(n) < params.ruler_fraction
+    bubbles = rng.random(n) < params.bubble_fraction
+    has_hair = hairy | ruler
     rows: list[dict] = []
     jpegs: list[bytes] = [b""] * n
     size = params.image_size
     with atomic_path(out_dir, directory=True) as tmp:
         with _open_h5(tmp / TRUTH_FILE) as truth:
-            clean_ds, mask_ds = _create_truth(truth, n, size)
+            clean_ds, mask_ds, artefact_ds, lesion_ds = _create_truth(truth, n, size)
             bar = tqdm(total=n, desc="generate", unit="img", disable=None)
             k = 0
             for lesion in lesions:
@@ -190,24 +207,52 @@ def generate_dataset(params: GenerateParams, out_dir: Path) -> dict:
                 layer = render_lesion(lesion_rng, draw_traits(lesion_rng, lesion.malignant), size)
                 for _ in range(lesion.n_images):
                     row = int(slot[k])
-                    image, clean, mask = render_view(
-                        lesion_rng, layer, patient.skin, size, bool(has_hair[row])
+                    view = render_view(
+                        lesion_rng,
+                        layer,
+                        patient.skin,
+                        size,
+                        int(hair_type[row]),
+                        ruler=bool(ruler[row]),
+                        bubbles=bool(bubbles[row]),
+                        artefact_rng=np.random.default_rng([params.seed, row, 1]),
                     )
-                    jpegs[row] = encode_jpeg(image, params.jpeg_quality)
-                    clean_ds[row] = clean
-                    mask_ds[row] = mask
+                    jpegs[row] = encode_jpeg(view.image, params.jpeg_quality)
+                    clean_ds[row] = view.clean
+                    mask_ds[row] = view.hair_mask
+                    artefact_ds[row] = view.artefact
+                    lesion_ds[row] = view.lesion
                     rows.append(_metadata_row(isic_ids[row], patient, lesion))
                     k += 1
                     bar.update()
             bar.close()
             _write_h5(truth, "ids", np.array(isic_ids, dtype=object), h5py.string_dtype())
             _write_h5(truth, "has_hair", has_hair.astype(np.uint8))
+            _write_h5(truth, "hair_type", hair_type)
         meta = pd.DataFrame(rows, columns=METADATA_COLUMNS).sort_values("isic_id")
         meta.to_csv(tmp / METADATA_FILE, index=False, lineterminator="\n")
         with _open_h5(tmp / IMAGES_FILE) as images:
             for isic_id, raw in zip(isic_ids, jpegs, strict=True):
                 _write_h5(images, isic_id, np.bytes_(raw))
-    return _summary(params, meta, patients, lesions, has_hair)
+    return _summary(params, meta, patients, lesions, hairy) | {
+        "hair_types": {name: int((hair_type == i + 1).sum()) for i, name in enumerate(HAIR_TYPES)},
+        "rulers": int(ruler.sum()),
+        "bubbles": int(bubbles.sum()),
+    }
+
+
+def _hair_types(
+    p: GenerateParams, rng: np.random.Generator, hairy: NDArray[np.bool_]
+) -> NDArray[np.uint8]:
+    """Hair type code per image: 0 without hair, else 1 + index in ``HAIR_TYPES`` drawn with the
+    params' shares (dark takes the rest)."""
+    shares = {"thin": p.hair_thin, "grey": p.hair_grey, "blond": p.hair_blond}
+    shares["dark"] = max(0.0, 1.0 - sum(shares.values()))
+    probs = np.array([shares[name] for name in HAIR_TYPES])
+    edges = np.cumsum(probs / probs.sum())
+    u = rng.random(len(hairy))
+    codes = 1 + np.minimum(np.searchsorted(edges, u, side="right"), len(HAIR_TYPES) - 1)
+    return np.where(hairy, codes, 0).astype(np.uint8)
 
 
 def write_not_generated(out_dir: Path, source: str) -> dict:
@@ -260,15 +305,29 @@ def _write_h5(h5: h5py.File, name: str, data: object, dtype: object = None) -> N
     h5.create_dataset(name, data=data, dtype=dtype, track_times=False)
 
 
-def _create_truth(h5: h5py.File, n: int, size: int) -> tuple[h5py.Dataset, h5py.Dataset]:
+def _create_truth(h5: h5py.File, n: int, size: int) -> tuple[h5py.Dataset, ...]:
     opts = {"dtype": np.uint8, "compression": "gzip", "compression_opts": 4, "track_times": False}
     clean = h5.create_dataset("clean", shape=(n, size, size, 3), chunks=(1, size, size, 3), **opts)
-    mask = h5.create_dataset("hair_mask", shape=(n, size, size), chunks=(1, size, size), **opts)
-    return clean, mask
+    planes = [
+        h5.create_dataset(name, shape=(n, size, size), chunks=(1, size, size), **opts)
+        for name in ("hair_mask", "artefact", "lesion_mask")
+    ]
+    planes[1].attrs["codes"] = ",".join(ARTEFACT_NAMES)
+    return clean, *planes
 
 
 # ---------------------------------------------------------------------------------------------
 # reading back: hair truth, images, the sample figure
+
+
+@dataclass(frozen=True)
+class ArtefactTruth:
+    """Per-pixel artefact codes (``ARTEFACT_NAMES``), lesion mask (1 = lesion) and the image's
+    hair type code (0 = none, else 1 + index in ``HAIR_TYPES``)."""
+
+    artefact: NDArray[np.uint8]
+    lesion: NDArray[np.uint8]
+    hair_type: int
 
 
 class Truth:
@@ -281,6 +340,10 @@ class Truth:
             ids = self._h5["ids"].asstr()[()]
             self._clean, self._mask = self._h5["clean"], self._h5["hair_mask"]
             self._has_hair = self._h5["has_hair"][()]
+            extra = ("artefact", "lesion_mask", "hair_type")
+            self._extra = (
+                tuple(self._h5[k] for k in extra) if all(k in self._h5 for k in extra) else None
+            )
         except (OSError, KeyError) as exc:
             raise UserError(f"{path}: not a readable hair-truth file ({exc})") from None
         self.index = {image_id: i for i, image_id in enumerate(ids)}
@@ -291,6 +354,15 @@ class Truth:
         if i is None:
             return None
         return self._clean[i], self._mask[i], bool(self._has_hair[i])
+
+    def detail(self, image_id: str) -> ArtefactTruth | None:
+        """Artefact labels, lesion mask and hair type of one image; ``None`` when the id is not
+        known or the file predates them."""
+        i = self.index.get(image_id)
+        if i is None or self._extra is None:
+            return None
+        artefact, lesion, hair_type = self._extra
+        return ArtefactTruth(artefact[i], lesion[i], int(hair_type[i]))
 
     def close(self) -> None:
         """Close the file."""
@@ -321,8 +393,24 @@ def read_image(images: h5py.File, isic_id: str) -> NDArray[np.uint8]:
     return decode_image(images[isic_id][()], f"{images.filename} [{isic_id}]")
 
 
+def _artefact_kinds(truth: h5py.File) -> dict[str, list[str]]:
+    """Per id, the artefacts it shows (``"blond hair"``, ``"ruler"``, ``"bubble"``); files
+    without the artefact truth fall back to ``has_hair`` (``"hair"``)."""
+    ids = truth["ids"].asstr()[()]
+    if "hair_type" not in truth:
+        has_hair = truth["has_hair"][()]
+        return {i: ["hair"] if h else [] for i, h in zip(ids, has_hair, strict=True)}
+    kinds = {}
+    for k, (image_id, code) in enumerate(zip(ids, truth["hair_type"][()], strict=True)):
+        present = set(np.unique(truth["artefact"][k]).tolist())
+        kinds[image_id] = [f"{ARTEFACT_NAMES[code]} hair"] if code else []
+        kinds[image_id] += [n for n in ("ruler", "bubble") if ARTEFACT_NAMES.index(n) in present]
+    return kinds
+
+
 def plot_samples(data_dir: Path, path: Path, per_class: int = 16, seed: int = 0) -> None:
-    """Save a grid of random benign (top) and melanoma (bottom) images from ``data_dir``."""
+    """Save a grid of random benign (top) and melanoma (next) images from ``data_dir``, then a
+    row with the first image (metadata order) of each hair type, a ruler and bubbles."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -331,26 +419,37 @@ def plot_samples(data_dir: Path, path: Path, per_class: int = 16, seed: int = 0)
     meta = pd.read_csv(data_dir / METADATA_FILE)
     rng = np.random.default_rng(seed)
     with h5py.File(data_dir / TRUTH_FILE, "r") as truth:
-        hair = dict(zip(truth["ids"].asstr()[()], truth["has_hair"][()], strict=True))
+        kinds = _artefact_kinds(truth)
     cols = 8
     picks = []
     for label in (0, 1):
         ids = meta.loc[meta["target"] == label, "isic_id"].to_numpy()
         picks += [(i, label) for i in rng.choice(ids, min(per_class, len(ids)), replace=False)]
-    rows = math.ceil(len(picks) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.75))
+    sample_rows = math.ceil(len(picks) / cols)
+    target = dict(zip(meta["isic_id"], meta["target"], strict=True))
+    wanted = [f"{h} hair" for h in HAIR_TYPES] + ["ruler", "bubble"]
+    showcase = [
+        next(i for i in meta["isic_id"] if kind in kinds[i])
+        for kind in wanted
+        if any(kind in k for k in kinds.values())
+    ]
+    rows = sample_rows + math.ceil(len(showcase) / cols)
+    picks += [(i, int(target[i])) for i in showcase]
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.75), squeeze=False)
+    cells = list(axes[:sample_rows].flat) + list(axes[sample_rows:].flat)
     with h5py.File(data_dir / IMAGES_FILE, "r") as images:
-        for ax, (isic_id, label) in zip(axes.flat, picks, strict=False):
+        for n, (ax, (isic_id, label)) in enumerate(zip(cells, picks, strict=False)):
             ax.imshow(read_image(images, isic_id))
             name = "melanoma" if label else "benign"
-            ax.set_title(
-                f"{name}{' +hair' if hair[isic_id] else ''}",
-                fontsize=8,
-                color="firebrick" if label else "black",
-            )
+            extra = "".join(f"\n+{k}" for k in kinds[isic_id])
+            colour = "navy" if n >= len(picks) - len(showcase) else "black"
+            ax.set_title(f"{name}{extra}", fontsize=6, color="firebrick" if label else colour)
     for ax in axes.flat:
         ax.axis("off")
-    fig.suptitle("Synthetic dermoscopy: benign (top rows) vs melanoma (bottom rows)")
+    title = "Synthetic dermoscopy: benign (top rows) vs melanoma (next rows)"
+    if showcase:
+        title += "; last row: one image per hair type, ruler and bubbles"
+    fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)

@@ -6,8 +6,11 @@ classes overlap); every visual trait — asymmetry, border irregularity, extra c
 black blotches and a blue-grey veil, diameter, atypical pigment network, irregular dots, abrupt
 edge — is the atypia plus its own noise (:func:`draw_traits`). The lesion is drawn once in its
 own frame (:func:`render_lesion`); each view (:func:`render_view`) places it on skin with its own
-rotation, scale, position and lighting, adds dark curved hairs when asked (:func:`hair_layer`)
-and the dermoscope's vignette, and returns the hair-free image and hair mask as truth.
+rotation, scale, position and lighting, adds curved hairs of one type when asked (dark, thin,
+grey or blond: :data:`HAIR_STYLES`, :func:`hair_layer`), a ruler's ink marks
+(:func:`ruler_layer`) and air bubbles (:func:`bubble_layers`), and the dermoscope's vignette, and
+returns the truth with it (:class:`View`): the image without hairs and ruler ink (bubbles are not
+removed), the mask of pixels to remove, a per-pixel artefact label and the lesion mask.
 """
 
 from __future__ import annotations
@@ -276,11 +279,41 @@ def _bezier(p0: NDArray, p1: NDArray, p2: NDArray, p3: NDArray, n: int) -> NDArr
     return (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t**2 * p2 + t**3 * p3
 
 
-def hair_layer(rng: np.random.Generator, size: int) -> Float:
-    """Coverage (0..1) of 2–13 dark, thin, curved hairs of varying width and darkness."""
+@dataclass(frozen=True)
+class HairStyle:
+    """How one hair type is drawn: hairs per image, width (px) and colour range.
+
+    ``tint`` is the colour at full darkness ``lo`` .. ``hi`` (one uniform draw scales ``tint``),
+    so the dark type draws exactly what the generator always drew.
+    """
+
+    count: tuple[int, int]
+    width: tuple[float, float]
+    level: tuple[float, float]
+    tint: tuple[float, float, float]
+
+
+# Hair types, in the order of their codes in the truth (code 0 = no hair). Blond and grey hairs
+# are lighter than dark skin and lesions, so a dark-structure detector cannot see them there.
+HAIR_STYLES: dict[str, HairStyle] = {
+    "dark": HairStyle((2, 14), (0.45, 1.5), (0.03, 0.2), (1.0, 0.82, 0.7)),
+    "thin": HairStyle((3, 16), (0.25, 0.55), (0.03, 0.2), (1.0, 0.82, 0.7)),
+    "grey": HairStyle((2, 12), (0.4, 1.2), (0.38, 0.62), (1.0, 0.99, 0.97)),
+    "blond": HairStyle((2, 12), (0.4, 1.2), (0.72, 0.9), (1.0, 0.8, 0.5)),
+}
+HAIR_TYPES = tuple(HAIR_STYLES)
+# Per-pixel artefact codes of the truth's ``artefact`` map: hair types 1..4, then these.
+RULER, BUBBLE = len(HAIR_TYPES) + 1, len(HAIR_TYPES) + 2
+ARTEFACT_NAMES = ("none", *HAIR_TYPES, "ruler", "bubble")
+
+
+def hair_layer(
+    rng: np.random.Generator, size: int, style: HairStyle = HAIR_STYLES["dark"]
+) -> Float:
+    """Coverage (0..1) of a few thin, curved hairs of varying width and darkness."""
     big = size * SUPERSAMPLE
     cover = np.zeros((big, big), np.uint8)
-    for _ in range(int(rng.integers(2, 14))):
+    for _ in range(int(rng.integers(*style.count))):
         canvas = np.zeros((big, big), np.uint8)
         p0 = rng.uniform(-0.1, 1.1, 2) * big
         direction = rng.uniform(0, 2 * np.pi)
@@ -290,7 +323,7 @@ def hair_layer(rng: np.random.Generator, size: int) -> Float:
         p1 = p0 + step / 3 + normal * rng.normal(0, 0.18)
         p2 = p0 + 2 * step / 3 + normal * rng.normal(0, 0.18)
         pts = np.rint(_bezier(p0, p1, p2, p0 + step, 32)).astype(int)
-        width = rng.uniform(0.45, 1.5) * SUPERSAMPLE
+        width = rng.uniform(*style.width) * SUPERSAMPLE
         profile = 0.55 + 0.45 * np.sin(np.linspace(0.15, np.pi - 0.15, len(pts)))
         profile *= 1 + 0.15 * np.sin(np.linspace(0, rng.uniform(2, 9), len(pts)))
         shade = round(255 * rng.uniform(0.75, 1.0))
@@ -304,8 +337,86 @@ def hair_layer(rng: np.random.Generator, size: int) -> Float:
     return small.astype(np.float32) / 255.0
 
 
+def ruler_layer(rng: np.random.Generator, size: int) -> Float:
+    """Coverage (0..1) of a ruler's ink: a straight line off-centre with a tick every ~1 mm
+    (every 5th one longer), as printed on a dermoscope's contact plate."""
+    big = size * SUPERSAMPLE
+    canvas = np.zeros((big, big), np.uint8)
+    angle = rng.uniform(0, 2 * np.pi)
+    normal = np.array([math.cos(angle), math.sin(angle)])
+    along = np.array([-normal[1], normal[0]])
+    centre = big / 2 + normal * big * rng.uniform(0.22, 0.4)
+    half = big * rng.uniform(0.3, 0.5)
+    width = max(1, round(rng.uniform(0.5, 0.9) * SUPERSAMPLE))
+    shade = round(255 * rng.uniform(0.8, 1.0))
+
+    def line(a: NDArray, b: NDArray) -> None:
+        pa, pb = np.rint(a).astype(int), np.rint(b).astype(int)
+        cv2.line(canvas, (int(pa[0]), int(pa[1])), (int(pb[0]), int(pb[1])), shade, width, 16)
+
+    line(centre - half * along, centre + half * along)
+    pitch = big * rng.uniform(0.045, 0.065)
+    tick = big * 0.03
+    for k in range(int(2 * half / pitch) + 1):
+        at = centre - half * along + k * pitch * along
+        line(at, at - normal * tick * (2.0 if k % 5 == 0 else 1.0))
+    small = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
+    return small.astype(np.float32) / 255.0
+
+
+def bubble_layers(rng: np.random.Generator, size: int) -> tuple[Float, Float, Float, Float]:
+    """Air bubbles in the immersion fluid: (disc, dark rim, specular highlight) coverages, each
+    0..1, and the per-pixel brightening inside the discs."""
+    big = size * SUPERSAMPLE
+    disc, rim, spec = (np.zeros((big, big), np.uint8) for _ in range(3))
+    for _ in range(int(rng.integers(1, 6))):
+        r = rng.uniform(0.025, 0.09) * big
+        c = rng.uniform(0.15, 0.85, 2) * big
+        centre = (round(c[0]), round(c[1]))
+        cv2.circle(disc, centre, round(r), 255, -1, cv2.LINE_AA)
+        cv2.circle(rim, centre, round(r), 255, max(1, round(0.7 * SUPERSAMPLE)), cv2.LINE_AA)
+        off = np.array([-0.4, -0.4]) * r
+        cv2.circle(spec, (round(c[0] + off[0]), round(c[1] + off[1])), round(0.2 * r), 255, -1)
+    small = [
+        cv2.resize(x, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+        for x in (disc, rim, spec)
+    ]
+    lift = np.float32(rng.uniform(0.03, 0.1)) * small[0]
+    return small[0], small[1], small[2], lift
+
+
 def _to_uint8(img: Float) -> NDArray[np.uint8]:
     return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+
+
+def _with_bubbles(
+    img: Float, bubble: tuple[Float, Float, Float, Float, np.float32] | None
+) -> Float:
+    """Bubbles over an image: a lighter disc, a dark rim and a specular highlight."""
+    if bubble is None:
+        return img
+    _, rim, spec, lift, rim_dark = bubble
+    img = img + lift[..., None] * (1 - img)
+    img = img * (1 - rim_dark * rim[..., None])
+    return img + 0.85 * spec[..., None] * (1 - img)
+
+
+@dataclass(frozen=True)
+class View:
+    """One rendered image and its truth (all uint8, H×W[×3]).
+
+    ``clean`` is what a perfect hair remover returns: the image without hairs and ruler ink
+    (bubbles stay: they are not removed). ``hair_mask`` marks the pixels to remove (hairs and
+    ruler ink covering >= ``HAIR_ALPHA_MIN`` of the pixel inside the field of view);
+    ``artefact`` labels pixels by :data:`ARTEFACT_NAMES` code (hair over ruler over bubble);
+    ``lesion`` marks the lesion (opacity >= 0.5 inside the field of view).
+    """
+
+    image: NDArray[np.uint8]
+    clean: NDArray[np.uint8]
+    hair_mask: NDArray[np.uint8]
+    artefact: NDArray[np.uint8]
+    lesion: NDArray[np.uint8]
 
 
 def render_view(
@@ -313,9 +424,15 @@ def render_view(
     lesion: tuple[Float, Float],
     skin_tone: tuple[float, float, float],
     size: int,
-    hairy: bool,
-) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]:
-    """One image of a lesion: (hairy or clean RGB, clean RGB, hair mask), all uint8."""
+    hair_type: int,
+    *,
+    ruler: bool = False,
+    bubbles: bool = False,
+    artefact_rng: np.random.Generator | None = None,
+) -> View:
+    """One image of a lesion with hairs of type code ``hair_type`` (0 = none, else 1 +
+    index in :data:`HAIR_TYPES`), and optionally a ruler and bubbles (drawn from
+    ``artefact_rng``, so images without them are the same whatever those settings are)."""
     colour, alpha = _place(*lesion, rng, size)
     scene = _skin(rng, skin_tone, size)
     scene = scene * (1 - alpha[..., None]) + colour * alpha[..., None]
@@ -323,15 +440,37 @@ def render_view(
     grain = rng.normal(0, 0.01, scene.shape).astype(np.float32)
     field = _vignette(rng, size)
     floor = np.float32(rng.uniform(0.01, 0.05))
+    inside = field >= 0.5
+    lesion_mask = ((alpha >= 0.5) & inside).astype(np.uint8)
+    artefact = np.zeros((size, size), np.uint8)
+    remove = np.zeros((size, size), bool)
+    if (ruler or bubbles) and artefact_rng is None:
+        raise ValueError("rulers and bubbles need artefact_rng")
 
     def finish(img: Float) -> NDArray[np.uint8]:
         return _to_uint8((img + grain) * field[..., None] + floor * (1 - field[..., None]))
 
-    clean = finish(scene)
-    if not hairy:
-        return clean, clean, np.zeros((size, size), np.uint8)
-    cover = hair_layer(rng, size)
-    tint = rng.uniform(0.03, 0.2) * np.array([1.0, 0.82, 0.7], np.float32)
-    with_hair = scene * (1 - cover[..., None]) + tint * cover[..., None]
-    mask = ((cover >= HAIR_ALPHA_MIN) & (field >= 0.5)).astype(np.uint8)
-    return finish(with_hair), clean, mask
+    bubble = None
+    if bubbles:
+        bubble = (*bubble_layers(artefact_rng, size), np.float32(artefact_rng.uniform(0.12, 0.25)))
+        artefact[(bubble[0] >= 0.5) & inside] = BUBBLE
+
+    dirty = scene
+    if ruler:
+        ink = ruler_layer(artefact_rng, size)
+        colour_ink = artefact_rng.uniform(0.03, 0.2) * np.array([0.9, 0.9, 1.0], np.float32)
+        dirty = dirty * (1 - ink[..., None]) + colour_ink * ink[..., None]
+        hit = (ink >= HAIR_ALPHA_MIN) & inside
+        artefact[hit] = RULER
+        remove |= hit
+    if hair_type:
+        style = HAIR_STYLES[HAIR_TYPES[hair_type - 1]]
+        cover = hair_layer(rng, size, style)
+        tint = rng.uniform(*style.level) * np.array(style.tint, np.float32)
+        dirty = dirty * (1 - cover[..., None]) + tint * cover[..., None]
+        hit = (cover >= HAIR_ALPHA_MIN) & inside
+        artefact[hit] = hair_type
+        remove |= hit
+    clean = finish(_with_bubbles(scene, bubble))
+    image = finish(_with_bubbles(dirty, bubble)) if (ruler or hair_type) else clean
+    return View(image, clean, remove.astype(np.uint8), artefact, lesion_mask)
