@@ -1,8 +1,10 @@
 """export: one checkpoint → ONNX (dynamic batch), verified against PyTorch on validation images.
 
-The checkpoint is ``--checkpoint`` (thresholds from ``--val-predictions``), or the KD point that
-the select_student stage recorded in ``--selected`` (``<point>.pt`` in ``--checkpoint-dir``,
-``<point>/val_predictions.csv`` in ``--runs-dir``). The validation-chosen threshold and the
+The checkpoint is ``--checkpoint`` (thresholds from ``--val-predictions``), the KD point that
+the select_student stage recorded in ``--selected``, or with ``--best-teacher`` the teacher of
+``teachers.archs`` best on validation (the rule of :mod:`melanoma_kd.selection`, the evaluation's
+"best teacher"); the last two read ``<name>.pt`` in ``--checkpoint-dir`` and
+``<name>/val_predictions.csv`` in ``--runs-dir``. The validation-chosen threshold and the
 training preprocessing go into the ONNX metadata, so ``melanoma-kd predict`` needs only the file.
 ``--deploy-out`` adds a latency-only copy at ``benchmark.deploy_size``, or at the trained size for
 a model with a fixed input size that rejects it; ``deploy_image_size`` in ``--metrics`` and
@@ -21,20 +23,25 @@ from melanoma_kd.deploy.export import export_checkpoint, validation_calibration
 from melanoma_kd.deploy.onnx_model import read_metadata
 from melanoma_kd.errors import UserError, cli_entry
 from melanoma_kd.io import write_json
+from melanoma_kd.selection import best_by_validation, run_summaries
 
 
-def _source(args: argparse.Namespace) -> tuple[Path, Path]:
+def _source(args: argparse.Namespace, archs: list[str]) -> tuple[Path, Path]:
     """The checkpoint to export and its validation predictions."""
     if args.checkpoint is not None:
         if args.val_predictions is None or args.checkpoint_dir or args.runs_dir:
             raise UserError("export: --checkpoint goes with --val-predictions (no --*-dir)")
         return Path(args.checkpoint), Path(args.val_predictions)
+    mode = "--selected" if args.selected is not None else "--best-teacher"
     if not (args.checkpoint_dir and args.runs_dir) or args.val_predictions is not None:
-        raise UserError("export: --selected goes with --checkpoint-dir and --runs-dir")
-    point = read_selected(args.selected).key
+        raise UserError(f"export: {mode} goes with --checkpoint-dir and --runs-dir")
+    if args.selected is not None:
+        name = read_selected(args.selected).key
+    else:
+        name = best_by_validation(run_summaries(args.runs_dir, archs))
     return (
-        Path(args.checkpoint_dir) / f"{point}.pt",
-        Path(args.runs_dir) / point / "val_predictions.csv",
+        Path(args.checkpoint_dir) / f"{name}.pt",
+        Path(args.runs_dir) / name / "val_predictions.csv",
     )
 
 
@@ -46,9 +53,20 @@ def main(argv: list[str] | None = None) -> None:
     source = ap.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="checkpoint to export")
     source.add_argument("--selected", help="select_student's record: export the KD point it names")
+    source.add_argument(
+        "--best-teacher",
+        action="store_true",
+        default=None,
+        help="export the teacher of teachers.archs best on validation",
+    )
     ap.add_argument("--val-predictions", help="with --checkpoint: its validation predictions")
-    ap.add_argument("--checkpoint-dir", help="with --selected: where <point>.pt lives")
-    ap.add_argument("--runs-dir", help="with --selected: <point>/val_predictions.csv")
+    ap.add_argument(
+        "--checkpoint-dir", help="with --selected/--best-teacher: where <name>.pt lives"
+    )
+    ap.add_argument(
+        "--runs-dir",
+        help="with --selected/--best-teacher: <name>/val_predictions.csv (and summary.json)",
+    )
     ap.add_argument("--val-cache", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument(
@@ -60,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
-    checkpoint, val_predictions = _source(args)
+    checkpoint, val_predictions = _source(args, params.teachers.archs)
     platt, thresholds = validation_calibration(
         val_predictions, params.evaluate.sens_target, params.evaluate.ece_bins
     )
@@ -82,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         calibration=platt,
     )
     flat = {
+        "checkpoint": checkpoint.as_posix(),
         "opset": params.export.opset,
         "atol": params.export.atol,
         "threshold": thresholds["threshold"],
@@ -95,8 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         note = read_metadata(args.deploy_out).get("input_size_note", "fixed input size")
         print(f"export: {args.name}: {note} -> {args.deploy_out}")
     print(
-        f"export: {args.name} -> {args.out} (max |Δp| {report['native']['max_abs_prob_diff']:.2e}"
-        f", threshold {thresholds['threshold']:.4f})"
+        f"export: {args.name} ({checkpoint}) -> {args.out} (max |Δp| "
+        f"{report['native']['max_abs_prob_diff']:.2e}, threshold {thresholds['threshold']:.4f})"
     )
 
 

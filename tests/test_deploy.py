@@ -396,6 +396,37 @@ def test_export_stage_exports_the_selected_point(workspace: dict, tmp_path: Path
     assert_one_line_error(proc, "--selected")
 
 
+def test_export_stage_exports_the_teacher_best_on_validation(
+    workspace: dict, tmp_path: Path
+) -> None:
+    """export_teacher: of teachers.archs, the one best on validation (selection's rule, read
+    from each run's summary.json), with its own validation thresholds."""
+    scores = {"a": (0.10, 0.80), "b": (0.15, 0.85), "c": (0.12, 0.95)}  # val pAUC, ROC-AUC
+    for arch, (pauc, auc) in scores.items():
+        run = tmp_path / "metrics" / "teachers" / arch
+        run.mkdir(parents=True)
+        write_json(run / "summary.json", {"val_pauc": pauc, "val_roc_auc": auc})
+        pd.DataFrame(
+            {"image_id": list("abcd"), "label": [0, 1, 0, 1], "score": [0.1, 0.7, 0.3, 0.9]}
+        ).to_csv(run / "val_predictions.csv", index=False)
+    (tmp_path / "models" / "teachers").mkdir(parents=True)
+    shutil.copy(workspace["ckpt"], tmp_path / "models" / "teachers" / "b.pt")  # only the best
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["teachers"]["archs"] = list(scores)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = stage(
+        "export.py",
+        *("--params", "params.yaml", "--name", "teacher_best", "--best-teacher"),
+        *("--checkpoint-dir", "models/teachers", "--runs-dir", "metrics/teachers"),
+        *("--val-cache", str(workspace["val"]), "--out", "t.onnx", "--metrics", "t.json"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    meta = onnx_model.read_metadata(tmp_path / "t.onnx")
+    assert meta["source_checkpoint"] == "models/teachers/b.pt" and meta["name"] == "teacher_best"
+    assert json.loads((tmp_path / "t.json").read_text())["checkpoint"] == "models/teachers/b.pt"
+
+
 # --------------------------------------------------------------------------- quantization
 
 
@@ -407,20 +438,20 @@ def test_calibration_draw_is_seeded_and_distinct() -> None:
     assert len(quantize.calibration_indices(10, 16, seed=0)) == 10
 
 
+QUANTIZE = {"calibration_size": 24, "method": "MinMax", "per_channel": True, "seed": 0}
+
+
 @pytest.fixture(scope="module")
 def quantized(workspace: dict) -> dict:
     d = workspace["root"] / "onnx"
-    report = quantize.quantize_student(
+    report = quantize.quantize_model(
         workspace["onnx"],
         d / "student_kd_int8.onnx",
-        d / "student_kd_int8_dynamic.onnx",
         workspace["train"],
         workspace["val"],
-        calibration_size=24,
-        method="MinMax",
-        per_channel=True,
-        seed=0,
+        **QUANTIZE,
         sens_target=0.95,
+        out_dynamic=d / "student_kd_int8_dynamic.onnx",
     )
     return report
 
@@ -444,6 +475,88 @@ def test_static_int8_runs_and_tracks_fp32(workspace: dict, quantized: dict) -> N
         operating_thresholds(q["label"].to_numpy(), q["score"].to_numpy(), 0.95)["threshold"]
     )
     assert (d / "student_kd_int8_dynamic.onnx").is_file()
+
+
+def test_teacher_int8_has_the_student_settings_and_its_own_thresholds(
+    workspace: dict, tmp_path: Path
+) -> None:
+    """quantize_teacher: the exported teacher (a copy of the tiny model, exported as
+    ``teacher_best``) gets the student's static QDQ settings, no dynamic model, and decision
+    thresholds chosen on its own calibrated validation scores, in its metadata."""
+    fp32 = tmp_path / "teacher_best.onnx"
+    export.export_checkpoint(
+        workspace["ckpt"],
+        fp32,
+        workspace["val"],
+        name="teacher_best",
+        opset=17,
+        atol=1e-4,
+        metadata={"threshold": 0.5, "cache_size": SIZE},
+        deploy_out=tmp_path / "teacher_best_48.onnx",
+        deploy_size=48,
+    )
+    report = quantize.quantize_model(
+        fp32,
+        tmp_path / "teacher_best_int8.onnx",
+        workspace["train"],
+        workspace["val"],
+        **QUANTIZE,
+        sens_target=0.95,
+        reduce_range=True,
+        deploy_fp32=tmp_path / "teacher_best_48.onnx",
+        deploy_out=tmp_path / "teacher_best_48_int8.onnx",
+    )
+    assert not any(k.startswith("int8_dynamic") for k in report)
+    assert sorted(p.name for p in tmp_path.glob("*int8*")) == [
+        "teacher_best_48_int8.onnx",
+        "teacher_best_int8.onnx",
+    ]
+    assert report["arch"] == TINY_ARCH and report["reduce_range"] is True
+    int8 = tmp_path / "teacher_best_int8.onnx"
+    meta = onnx_model.read_metadata(int8)
+    assert meta["name"] == "teacher_best" and meta["quantization"] == "static_qdq"
+    assert (meta["per_channel"], meta["reduce_range"], meta["calibration_images"]) == (
+        True,
+        True,
+        24,
+    )
+    assert meta["activation_type"] == "QUInt8" and meta["weight_type"] == "QInt8"
+    scored = onnx_model.score_onnx(int8, workspace["val"])
+    rule = operating_thresholds(scored["label"].to_numpy(), scored["score"].to_numpy(), 0.95)
+    assert meta["threshold"] == pytest.approx(rule["threshold"])
+    assert meta["threshold_max_f1"] == pytest.approx(rule["threshold_max_f1"])
+    assert meta["threshold"] != 0.5  # not the fp32 model's carried-over threshold
+    assert "calibration" not in meta or meta["calibration"] == onnx_model.read_metadata(fp32).get(
+        "calibration"
+    )
+    deploy = onnx_model.read_metadata(tmp_path / "teacher_best_48_int8.onnx")
+    assert deploy["image_size"] == 48 and deploy["latency_only"] and "threshold" not in deploy
+
+
+def test_pre_process_falls_back_when_symbolic_shape_inference_gives_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SwinV2's graph defeats ONNX Runtime's symbolic shape inference: quantize it with ONNX's
+    shape inference only, and say so in the metadata; any other failure still fails."""
+    calls: list[dict] = []
+
+    def gives_up(src: str, dst: str, **kwargs: object) -> None:
+        calls.append(kwargs)
+        if not kwargs.get("skip_symbolic_shape"):
+            raise Exception("Incomplete symbolic shape inference")
+
+    monkeypatch.setattr(quantize, "quant_pre_process", gives_up)
+    assert quantize._pre_process("m.onnx", tmp_path / "pre.onnx") == {
+        "symbolic_shape_inference": False
+    }
+    assert calls == [{}, {"skip_symbolic_shape": True}]
+
+    def broken(src: str, dst: str, **kwargs: object) -> None:
+        raise Exception("something else")
+
+    monkeypatch.setattr(quantize, "quant_pre_process", broken)
+    with pytest.raises(Exception, match="something else"):
+        quantize._pre_process("m.onnx", tmp_path / "pre.onnx")
 
 
 def test_quantize_report_is_flat(quantized: dict) -> None:
@@ -476,46 +589,94 @@ def _no_lists(obj: object) -> bool:
 def test_benchmark_schema_report_and_plot(
     workspace: dict, quantized: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # "all cores" = 1 here: the schema is the point, and a 2-thread pool on a shared CI box
-    # costs seconds per call.
-    monkeypatch.setattr(latency, "all_cores", lambda: 1)
+    # One thread count: the schema is the point, and a 2-thread pool on a shared CI box costs
+    # seconds per call.
     d = workspace["root"] / "onnx"
-    for name in ("student_scratch", "teacher_tiny"):
-        shutil.copy(workspace["onnx"], d / f"{name}.onnx")
+    shutil.copy(workspace["onnx"], d / "student_scratch.onnx")
+    shutil.copy(workspace["onnx"], d / "teacher_best.onnx")
+    shutil.copy(d / "student_kd_int8.onnx", d / "teacher_best_int8.onnx")
     bench = latency.benchmark(
-        d, ["tiny"], warmup=1, runs=3, deploy_size=224, quantize_metrics=quantized
+        d,
+        warmup=1,
+        runs=3,
+        deploy_size=224,
+        threads=[1],
+        quantize_metrics={"student_kd": quantized},
     )
     json.dumps(bench)  # serialisable
     assert _no_lists(bench)
     assert set(bench) == {"cpu", "settings", "models", "ratios"}
     assert {"model", "logical_cores", "vnni", "isa_avx2", "isa_flags"} <= set(bench["cpu"])
     assert bench["settings"]["runs"] == 3 and bench["settings"]["batch"] == 1
-    assert set(bench["models"]) == {"student_kd", "student_scratch", "teacher_tiny"}
+    assert bench["settings"]["threads"] == "1"
+    assert set(bench["models"]) == {"student_kd", "student_scratch", "teacher_best"}
     kd = bench["models"]["student_kd"]
     assert {"torch_fp32", "ort_fp32", "ort_int8", "ort_int8_dynamic"} <= set(kd)
     assert kd["params"] > 0 and kd["image_size"] == SIZE
+    assert 0 < kd["depthwise_conv_layers"] < kd["conv_layers"]  # MobileNetV3
     for runtime in ("torch_fp32", "ort_fp32", "ort_int8"):
         row = kd[runtime]
         assert row["size_mb"] > 0
-        for threads in ("threads_1", "threads_all"):
-            cell = row[threads]
-            assert cell["runs"] == 3
-            assert 0 < cell["p50_ms"] <= cell["p90_ms"] + 1e-9
+        cell = row["threads_1"]
+        assert cell["runs"] == 3
+        assert 0 < cell["p50_ms"] <= cell["p90_ms"] + 1e-9
     assert kd["ort_int8"]["val_pauc"] == quantized["int8_val_pauc"]
-    assert "ort_int8" not in bench["models"]["teacher_tiny"]
-    assert bench["ratios"]["teacher_best"] == "tiny"
+    assert {"ort_fp32", "ort_int8"} <= set(bench["models"]["teacher_best"])
+    assert "val_pauc" not in bench["models"]["teacher_best"]["ort_int8"]  # no report given
     assert bench["ratios"]["teacher_best_over_student_ort_fp32_p50_t1"] > 0
-    table = tables.deployment_table(bench, quantized)
-    assert "| student_kd | ORT INT8 static QDQ |" in table and "teacher_best" in table
-    plot = tmp_path / "latency_pareto.png"
-    tables.plot_latency_pareto(bench, plot)
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = tables.deployment_table(bench, {"student_kd": quantized})
+    assert "| student_kd | ORT INT8 static QDQ |" in table and "teacher_best_over" in table
+    assert "## Teacher and student" not in table  # no holdout metrics given
+    assert f"- student_kd ({TINY_ARCH}), static QDQ" in table
+
+
+def test_benchmark_stage_writes_the_deployment_table_and_plot(
+    workspace: dict, quantized: dict, tmp_path: Path
+) -> None:
+    """The stage: timings and the deployment table (holdout numbers from the evaluation
+    folder), the Pareto plot, and the machine-independent ``--timed`` list; a missing holdout
+    metric is one line naming the evaluate stage."""
+    d = tmp_path / "onnx"
+    d.mkdir()
+    src = workspace["root"] / "onnx"
+    for stem in ("student_kd", "teacher_best"):
+        shutil.copy(workspace["onnx"], d / f"{stem}.onnx")
+        shutil.copy(src / "student_kd_int8.onnx", d / f"{stem}_int8.onnx")
+        shutil.copy(workspace["onnx"], d / f"{stem}_48.onnx")  # stands in for the deploy copy
+        shutil.copy(src / "student_kd_int8.onnx", d / f"{stem}_48_int8.onnx")
+    shutil.copy(workspace["onnx"], d / "student_scratch.onnx")
+    metrics = {"roc_auc": 0.8, "roc_auc_ci_lo": 0.7, "roc_auc_ci_hi": 0.9, "pauc": 0.1}
+    metrics |= {"pauc_ci_lo": 0.05, "pauc_ci_hi": 0.15}
+    for name in ("kd_onnx_fp32", "kd_onnx_int8", "teacher_onnx_fp32", "teacher_onnx_int8"):
+        write_json(tmp_path / "evaluate" / "models" / f"{name}.json", metrics)
+    write_json(tmp_path / "quantize.json", quantized)
+    write_json(tmp_path / "quantize_teacher.json", quantized)
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["benchmark"] = {"warmup": 1, "runs": 10, "deploy_size": 48, "threads": [1]}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    args = [
+        *("--params", "params.yaml", "--onnx-dir", "onnx", "--quantize-metrics", "quantize.json"),
+        *("--teacher-quantize-metrics", "quantize_teacher.json", "--eval-dir", "evaluate"),
+        *("--out", "benchmark.json", "--report", "deployment.md", "--plot", "pareto.png"),
+        *("--timed", "timed.json"),
+    ]
+    proc = stage("benchmark.py", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "deployment.md").read_text()
+    assert "| student INT8 (`kd_onnx_int8`) |" in text and "| Pareto 1 thr |" in text
+    assert "0.8000 [0.7000, 0.9000]" in text and "at 1 thread:" in text
+    assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    timed = json.loads((tmp_path / "timed.json").read_text())
+    assert timed["threads"] == "1" and "p50" not in json.dumps(timed)
+    assert set(timed["models"]["teacher_best_48"]["runtimes"]) >= {"ort_fp32", "ort_int8"}
+    (tmp_path / "evaluate" / "models" / "teacher_onnx_int8.json").unlink()
+    proc = stage("benchmark.py", *args, cwd=tmp_path)
+    assert_one_line_error(proc, "teacher_onnx_int8.json: not found", "run the evaluate stage")
 
 
 def test_benchmark_times_a_fixed_size_model_at_the_size_it_accepts(
-    workspace: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    workspace: dict, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(latency, "all_cores", lambda: 1)
     d = tmp_path / "onnx"
     d.mkdir()
     for name in ("student_kd", "student_scratch"):
@@ -523,59 +684,95 @@ def test_benchmark_times_a_fixed_size_model_at_the_size_it_accepts(
     ckpt = _random_checkpoint(tmp_path / "fixed.pt", FIXED_ARCH, FIXED_SIZE)
     export.export_checkpoint(
         ckpt,
-        d / "teacher_fixed.onnx",
+        d / "teacher_best.onnx",
         workspace["val"],
-        name="teacher_fixed",
+        name="teacher_best",
         opset=17,
         atol=1e-4,
-        deploy_out=d / "teacher_fixed_224.onnx",  # the name keeps the requested size
+        deploy_out=d / "teacher_best_224.onnx",  # the name keeps the requested size
         deploy_size=224,
     )
-    bench = latency.benchmark(d, ["fixed"], warmup=0, runs=2, deploy_size=224)
+    bench = latency.benchmark(d, warmup=0, runs=2, deploy_size=224, threads=[1])
     json.dumps(bench)
-    copy = bench["models"]["teacher_fixed_224"]
+    copy = bench["models"]["teacher_best_224"]
     assert copy["image_size"] == FIXED_SIZE and copy["requested_image_size"] == 224
     assert copy["latency_only"] and {"torch_fp32", "ort_fp32"} <= set(copy)
-    assert "requested_image_size" not in bench["models"]["teacher_fixed"]
-    assert tables.timed_models(bench)["models"]["teacher_fixed_224"]["image_size"] == FIXED_SIZE
+    assert "requested_image_size" not in bench["models"]["teacher_best"]
+    assert tables.timed_models(bench)["models"]["teacher_best_224"]["image_size"] == FIXED_SIZE
     table = tables.deployment_table(bench)
     assert "| model | runtime | input px |" in table
-    assert f"| teacher_fixed_224 | ORT fp32 | {FIXED_SIZE} * |" in table
-    assert f"| teacher_fixed | ORT fp32 | {FIXED_SIZE} |" in table
+    assert f"| teacher_best_224 | ORT fp32 | {FIXED_SIZE} * |" in table
+    assert f"| teacher_best | ORT fp32 | {FIXED_SIZE} |" in table
     assert f"| student_kd | ORT fp32 | {SIZE} |" in table
-    note = next(line for line in table.splitlines() if line.startswith("- \\* teacher_fixed_224"))
+    note = next(line for line in table.splitlines() if line.startswith("- \\* teacher_best_224"))
     assert f"{FIXED_ARCH} does not accept 224 px input" in note
 
 
 def test_latency_ratios_name_differing_input_sizes() -> None:
     def entry(size: int, p50: float, **extra: object) -> dict:
-        row = {"size_mb": 1.0, "threads_1": {"p50_ms": p50}, "threads_all": {"p50_ms": p50}}
+        row = {"size_mb": 1.0, "threads_1": {"p50_ms": p50}, "threads_2": {"p50_ms": p50}}
         return {"image_size": size, "ort_fp32": row, **extra}
 
     models = {
-        "teacher_a": entry(256, 8.0, val_pauc=0.1),
-        "teacher_a_224": entry(256, 8.0, requested_image_size=224),
+        "teacher_best": entry(256, 8.0, val_pauc=0.1),
+        "teacher_best_224": entry(256, 8.0, requested_image_size=224),
         "student_kd": entry(64, 1.0),
         "student_kd_224": entry(224, 2.0),
     }
-    ratios = tables.latency_ratios(models, ["a"], 224)
+    ratios = tables.latency_ratios(models, 224)
     assert ratios["teacher_best_over_student_ort_fp32_p50_t1_224"] == 4.0
     assert ratios["input_px_224"] == "teacher 256, student 224"
     assert ratios["input_px"] == "teacher 256, student 64"
-    models["teacher_a_224"]["image_size"] = 224
-    assert "input_px_224" not in tables.latency_ratios(models, ["a"], 224)
+    models["teacher_best_224"]["image_size"] = 224
+    assert "input_px_224" not in tables.latency_ratios(models, 224)
+    int8 = {"size_mb": 0.25, "threads_1": {"p50_ms": 4.0}}
+    models["teacher_best_224"]["ort_int8"] = int8
+    ratios = tables.latency_ratios(models, 224)
+    assert ratios["teacher_best_int8_over_fp32_p50_t1_224"] == 0.5
+    assert ratios["teacher_best_fp32_over_int8_size_224"] == 4.0
 
 
 def test_benchmark_missing_model_is_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"student_kd\.onnx"):
-        latency.benchmark(tmp_path, ["resnet18"], warmup=0, runs=1, deploy_size=224)
+        latency.benchmark(tmp_path, warmup=0, runs=1, deploy_size=224, threads=[1])
 
 
-def test_time_runs_and_pareto_front() -> None:
+def test_time_runs() -> None:
     stats = latency.time_runs(lambda: None, warmup=2, runs=20)
     assert stats["runs"] == 20 and 0 <= stats["p50_ms"] <= stats["p90_ms"]
-    points = [("a", 1.0, 0.05), ("b", 2.0, 0.04), ("c", 3.0, 0.1), ("d", 0.5, 0.01)]
-    assert [p[0] for p in tables.pareto_front(points)] == ["d", "a", "c"]
+
+
+def test_conv_census_counts_depthwise_convolutions(workspace: dict, tmp_path: Path) -> None:
+    census = latency.conv_census(workspace["onnx"])
+    model = timm.create_model(TINY_ARCH, pretrained=False, num_classes=NUM_CLASSES)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    depthwise = [m for m in convs if m.groups > 1 and m.groups == m.in_channels]
+    assert census == {"conv_layers": len(convs), "depthwise_conv_layers": len(depthwise)}
+    # by hand: a dense conv, a depthwise one and a grouped (not depthwise) one
+    from onnx import TensorProto, helper, numpy_helper
+
+    def conv(name: str, x: str, w_shape: tuple[int, ...], group: int) -> tuple:
+        w = numpy_helper.from_array(np.zeros(w_shape, np.float32), f"{name}_w")
+        return helper.make_node("Conv", [x, w.name], [name], group=group), w
+
+    nodes, weights = zip(
+        conv("dense", "x", (8, 4, 3, 3), 1),
+        conv("depthwise", "dense", (8, 1, 3, 3), 8),
+        conv("grouped", "depthwise", (8, 4, 1, 1), 2),
+        strict=True,
+    )
+    graph = helper.make_graph(
+        list(nodes),
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("grouped", TensorProto.FLOAT, None)],
+        list(weights),
+    )
+    onnx.save(helper.make_model(graph), str(tmp_path / "g.onnx"))
+    assert latency.conv_census(tmp_path / "g.onnx") == {
+        "conv_layers": 3,
+        "depthwise_conv_layers": 1,
+    }
 
 
 def test_cpu_info_parses_flags(tmp_path: Path) -> None:
@@ -589,14 +786,14 @@ def test_cpu_info_parses_flags(tmp_path: Path) -> None:
 
 def test_timed_models_is_the_same_on_any_machine() -> None:
     def result(p50: float, cores: int) -> dict:
-        row = {"size_mb": 6.1, "threads_1": {"p50_ms": p50}, "threads_all": {"p50_ms": p50 / 2}}
+        row = {"size_mb": 6.1, "threads_1": {"p50_ms": p50}, "threads_2": {"p50_ms": p50 / 2}}
         return {
-            "cpu": {"model": f"cpu{cores}"},
+            "cpu": {"model": f"cpu{cores}", "logical_cores": cores},
             "settings": {
                 "batch": 1,
                 "warmup": 5,
                 "runs": 50,
-                "threads_all": cores,
+                "threads": "1,2",
                 "deploy_size": 224,
             },
             "models": {

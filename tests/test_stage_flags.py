@@ -18,16 +18,19 @@ from tests.stage_deps import REPO, Stage, load_stages, script_of
 OPTIONAL: dict[str, set[str]] = {
     "stages/remove_hair.py": {"--truth"},  # only read when data.source is synthetic
     "stages/report.py": {"--baselines", "--benchmark"},  # '' or absent: not in the report
-    # two export modes: a checkpoint with its validation predictions, or the selected KD point
-    # (record, checkpoint folder, run folder); only the student has a deploy-size copy
+    # three export modes: a checkpoint with its validation predictions, the selected KD point
+    # (record, checkpoint folder, run folder) or the teacher best on validation (checkpoint
+    # folder, run folder); the scratch student has no deploy-size copy
     "stages/export.py": {
         "--checkpoint",
         "--val-predictions",
         "--selected",
+        "--best-teacher",
         "--checkpoint-dir",
         "--runs-dir",
         "--deploy-out",
     },
+    "stages/quantize.py": {"--dynamic-out"},  # the student's comparison model only
 }
 # Scripts whose flags are not checked for defaults (their commands are still checked to parse).
 NOT_CHECKED_FOR_DEFAULTS: set[str] = set()

@@ -1,8 +1,8 @@
 """Scoring every model the pipeline trains or exports, and its holdout metrics.
 
 Each model (teachers, the scratch student, every KD grid point, the exported ONNX fp32 and INT8
-students, the ablation and the seed replicates) is scored on the validation and the holdout
-split. Its decision thresholds are chosen on its own **unrounded validation** scores by
+student and best teacher, the ablation and the seed replicates) is scored on the validation and
+the holdout split. Its decision thresholds are chosen on its own **unrounded validation** scores by
 :func:`melanoma_kd.selection.operating_thresholds` — or, for a deployable ONNX model that
 carries them in its metadata, are that model's own recorded thresholds — and applied unchanged to
 holdout (:func:`melanoma_kd.metrics.holdout_report`); holdout labels never influence a threshold.
@@ -27,7 +27,15 @@ import pandas as pd
 
 from melanoma_kd import metrics as M
 from melanoma_kd.calibration import Platt, fit_platt
-from melanoma_kd.catalog import ONNX_FP32, ONNX_INT8, SCRATCH, EvaluationFiles, ModelSpec
+from melanoma_kd.catalog import (
+    ONNX_FP32,
+    ONNX_INT8,
+    SCRATCH,
+    TEACHER_ONNX_FP32,
+    TEACHER_ONNX_INT8,
+    EvaluationFiles,
+    ModelSpec,
+)
 from melanoma_kd.config import EvaluateParams
 from melanoma_kd.errors import UserError
 from melanoma_kd.paired import compare_models
@@ -50,12 +58,14 @@ class Predictions:
     ``thresholds``: a deployable model's own recorded operating points (``threshold``,
     ``threshold_max_f1``; ONNX metadata), used instead of choosing them again.
     ``calibration``: the Platt map folded into an exported model (ONNX metadata).
+    ``arch``: an exported model's architecture (ONNX metadata).
     """
 
     val: pd.DataFrame  # image_id, label, score (full precision)
     holdout: pd.DataFrame  # image_id, label, score (rounded), patient_id
     thresholds: Mapping[str, float] | None = None
     calibration: Platt | None = None
+    arch: str | None = None
 
 
 def _checked_frame(df: pd.DataFrame, where: str, holdout: bool) -> pd.DataFrame:
@@ -94,6 +104,7 @@ def checked_predictions(
     holdout: pd.DataFrame,
     thresholds: Mapping[str, float] | None = None,
     calibration: Platt | None = None,
+    arch: str | None = None,
 ) -> Predictions:
     """Validated :class:`Predictions` of model ``name`` (holdout scores rounded)."""
     return Predictions(
@@ -101,6 +112,7 @@ def checked_predictions(
         _checked_frame(holdout, f"{name} (holdout)", holdout=True),
         thresholds,
         calibration,
+        arch,
     )
 
 
@@ -116,23 +128,24 @@ def _score_onnx(path: Path, cache: Path) -> pd.DataFrame:
     return score_onnx(path, cache)
 
 
-Recorded = tuple[dict[str, float] | None, Platt | None]
+Recorded = tuple[dict[str, float] | None, Platt | None, str | None]
 
 
 def _onnx_recorded(path: Path) -> Recorded:
-    """The decision thresholds and the calibration an exported model carries (each ``None``
-    when it has none)."""
+    """The decision thresholds, the calibration and the architecture an exported model carries
+    (each ``None`` when it has none)."""
     from melanoma_kd.deploy.onnx_model import read_metadata
 
     meta = read_metadata(path)
     cal = meta.get("calibration")
     platt = Platt.from_record(cal) if isinstance(cal, dict) else None
+    arch = str(meta["arch"]) if "arch" in meta else None
     if "threshold" not in meta:
-        return None, platt
+        return None, platt, arch
     out = {"threshold": float(meta["threshold"])}
     if "threshold_max_f1" in meta:
         out["threshold_max_f1"] = float(meta["threshold_max_f1"])
-    return out, platt
+    return out, platt, arch
 
 
 SCORERS: dict[str, Callable[[Path, Path], pd.DataFrame]] = {
@@ -150,7 +163,9 @@ def score_model(spec: ModelSpec, cache_dir: str | Path) -> Predictions:
         raise UserError(f"{spec.path}: model file not found (needed for {spec.name})")
     scorer = SCORERS[spec.kind]
     recorded = RECORDED.get(spec.kind)
-    thresholds, calibration = recorded(spec.path) if recorded is not None else (None, None)
+    thresholds, calibration, arch = (
+        recorded(spec.path) if recorded is not None else (None, None, None)
+    )
     cache = Path(cache_dir)
     return checked_predictions(
         spec.name,
@@ -158,6 +173,7 @@ def score_model(spec: ModelSpec, cache_dir: str | Path) -> Predictions:
         scorer(spec.path, cache / "holdout.h5"),
         thresholds,
         calibration,
+        arch,
     )
 
 
@@ -281,6 +297,18 @@ def best_teacher(specs: Sequence[ModelSpec]) -> str:
     return best_by_validation({s.name: s.run_dir / SUMMARY for s in teachers})
 
 
+def _check_exported_teacher(preds: Mapping[str, Predictions], teacher: str) -> None:
+    """The exported teacher (export_teacher: best on validation by the same rule) must be the
+    best teacher the evaluation compares against."""
+    for name in (TEACHER_ONNX_FP32, TEACHER_ONNX_INT8):
+        arch = preds[name].arch if name in preds else None
+        if arch is not None and f"teacher_{arch}" != teacher:
+            raise UserError(
+                f"{name}: exported teacher is {arch}, but the best teacher on validation is "
+                f"{teacher}; rerun export_teacher and quantize_teacher"
+            )
+
+
 def evaluate_all(
     specs: Sequence[ModelSpec],
     predictions: Mapping[str, Predictions],
@@ -306,6 +334,7 @@ def evaluate_all(
         raise UserError(f"need the scratch student and the selected KD student {selected!r}")
     if teacher not in metrics or teacher not in {s.name for s in specs if s.group == "teacher"}:
         raise UserError(f"best teacher {teacher!r} is not a teacher of this pipeline")
+    _check_exported_teacher(preds, teacher)
     roles = {"best_teacher": teacher, "scratch_student": SCRATCH, "kd_student": selected}
     if ONNX_INT8 in metrics:
         roles["kd_student_int8"] = ONNX_INT8

@@ -1,8 +1,10 @@
-"""CPU latency (batch 1; 1 thread and all cores) of every exported model × runtime: PyTorch
-eager fp32, ONNX Runtime fp32 and INT8, with file sizes, parameter counts and the CPU's ISA flags.
+"""CPU latency (batch 1; at each of ``benchmark.threads`` intra-op thread counts) of every
+exported model × runtime: PyTorch eager fp32, ONNX Runtime fp32 and INT8, with file sizes,
+parameter counts, how many of each model's convolutions are depthwise, and the CPU's ISA flags.
 
-The models are found by the export/quantize naming convention in the ONNX folder; the PyTorch
-model is rebuilt from the checkpoint each ONNX file's metadata names.
+The models are found by the export/quantize naming convention in the ONNX folder
+(:data:`melanoma_kd.catalog.STUDENT_STEM`, :data:`~melanoma_kd.catalog.TEACHER_STEM`); the
+PyTorch model is rebuilt from the checkpoint each ONNX file's metadata names.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from melanoma_kd.catalog import SCRATCH, STUDENT_STEM, TEACHER_STEM
 from melanoma_kd.deploy.onnx_model import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -29,6 +32,7 @@ from melanoma_kd.deploy.onnx_model import (
     file_mb,
     read_metadata,
 )
+from melanoma_kd.deploy.pareto import threads_key
 from melanoma_kd.deploy.tables import latency_ratios
 from melanoma_kd.errors import UserError
 from melanoma_kd.models.build import load_checkpoint
@@ -128,15 +132,36 @@ def ort_latency(path: str | Path, threads: int, warmup: int, runs: int) -> dict[
     return time_runs(lambda: run([OUTPUT_NAME], feed), warmup, runs)
 
 
-def discover_models(onnx_dir: str | Path, teachers: list[str], deploy_size: int) -> dict[str, Any]:
+def conv_census(path: str | Path) -> dict[str, int]:
+    """How many ``Conv`` nodes an ONNX graph has and how many of them are depthwise (``group``
+    > 1 with one input channel per group: each filter sees a single channel)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    weights = {init.name: list(init.dims) for init in graph.initializer}
+    convs = depthwise = 0
+    for node in graph.node:
+        if node.op_type != "Conv":
+            continue
+        convs += 1
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        dims = weights.get(node.input[1]) if len(node.input) > 1 else None
+        if group > 1 and dims is not None and len(dims) > 1 and dims[1] == 1:
+            depthwise += 1
+    return {"conv_layers": convs, "depthwise_conv_layers": depthwise}
+
+
+def discover_models(onnx_dir: str | Path, deploy_size: int) -> dict[str, Any]:
     """The benchmark's model list from the export/quantize naming convention.
 
-    ``{model: {"onnx": fp32 path, "int8": {...}, "deploy": bool}}``. Missing required files
-    (student_kd, student_scratch, each teacher) are a :class:`UserError`.
+    ``{model: {"onnx": fp32 path, "int8": {runtime: path}, "deploy": bool}}`` for the KD
+    student, the scratch student and the best teacher, at the trained size and (when exported)
+    at ``deploy_size``. A missing fp32 model is a :class:`UserError`; INT8 files are timed when
+    present.
     """
     d = Path(onnx_dir)
     models: dict[str, Any] = {}
-    for name in ("student_kd", "student_scratch", *(f"teacher_{a}" for a in teachers)):
+    for name in (STUDENT_STEM, SCRATCH, TEACHER_STEM):
         path = d / f"{name}.onnx"
         if not path.is_file():
             raise UserError(f"{path}: exported model not found (run the export stages)")
@@ -144,11 +169,13 @@ def discover_models(onnx_dir: str | Path, teachers: list[str], deploy_size: int)
         deploy = d / f"{name}_{deploy_size}.onnx"
         if deploy.is_file():
             models[f"{name}_{deploy_size}"] = {"onnx": deploy, "int8": {}, "deploy": True}
-    for key, runtime, fname in (
-        ("student_kd", "ort_int8", "student_kd_int8.onnx"),
-        ("student_kd", "ort_int8_dynamic", "student_kd_int8_dynamic.onnx"),
-        (f"student_kd_{deploy_size}", "ort_int8", f"student_kd_{deploy_size}_int8.onnx"),
-    ):
+    int8_files = [(STUDENT_STEM, "ort_int8_dynamic", f"{STUDENT_STEM}_int8_dynamic.onnx")]
+    for stem in (STUDENT_STEM, TEACHER_STEM):
+        int8_files += [
+            (stem, "ort_int8", f"{stem}_int8.onnx"),
+            (f"{stem}_{deploy_size}", "ort_int8", f"{stem}_{deploy_size}_int8.onnx"),
+        ]
+    for key, runtime, fname in int8_files:
         if key in models and (d / fname).is_file():
             models[key]["int8"][runtime] = d / fname
     return models
@@ -156,36 +183,37 @@ def discover_models(onnx_dir: str | Path, teachers: list[str], deploy_size: int)
 
 def benchmark(
     onnx_dir: str | Path,
-    teachers: list[str],
     *,
     warmup: int,
     runs: int,
     deploy_size: int,
-    quantize_metrics: dict[str, Any] | None = None,
+    threads: list[int],
+    quantize_metrics: dict[str, dict[str, Any]] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Latency of every model × runtime at 1 thread and at all cores, plus sizes and params.
+    """Latency of every model × runtime at each thread count, plus sizes, params and each
+    model's convolution census (:func:`conv_census`).
 
-    PyTorch eager runs from the checkpoint named in each ONNX file's metadata. The result is a
-    nested dict of scalars (no lists), ``metrics/benchmark.json``.
+    PyTorch eager runs from the checkpoint named in each ONNX file's metadata.
+    ``quantize_metrics``: the quantize stages' reports by file stem (their validation pAUC goes
+    into the INT8 rows). The result is a nested dict of scalars (no lists),
+    ``metrics/benchmark.json``.
     """
-    cores = all_cores()
-    thread_settings = {"threads_1": 1, "threads_all": cores}
+    thread_settings = {threads_key(n): n for n in threads}
     result: dict[str, Any] = {
         "cpu": cpu_info(),
         "settings": {
             "batch": 1,
             "warmup": warmup,
             "runs": runs,
-            "threads_all": cores,
+            "threads": ",".join(str(n) for n in threads),
             "deploy_size": deploy_size,
             "torch": torch.__version__,
             "onnxruntime": ort.__version__,
         },
         "models": {},
     }
-    q = quantize_metrics or {}
-    for name, spec in discover_models(onnx_dir, teachers, deploy_size).items():
+    for name, spec in discover_models(onnx_dir, deploy_size).items():
         meta = read_metadata(spec["onnx"])
         size = int(meta["image_size"])
         entry: dict[str, Any] = {
@@ -193,6 +221,7 @@ def benchmark(
             "image_size": size,
             "params": int(meta["num_params"]),
             "latency_only": bool(meta.get("latency_only", False)),
+            **conv_census(spec["onnx"]),
         }
         if "val_pauc" in meta:
             entry["val_pauc"] = float(meta["val_pauc"])
@@ -217,13 +246,13 @@ def benchmark(
             if progress:
                 progress(f"{name} {runtime} @ {size}px")
             row: dict[str, Any] = {"size_mb": round(file_mb(path), 4)}
-            for key, threads in thread_settings.items():
-                row[key] = {k: round(v, 4) for k, v in run(threads).items()}
+            for key, n in thread_settings.items():
+                row[key] = {k: round(v, 4) for k, v in run(n).items()}
             entry[runtime] = row
-        if name == "student_kd" and "int8_val_pauc" in q:
-            entry["ort_int8"]["val_pauc"] = q["int8_val_pauc"]
-        if name == "student_kd" and "int8_dynamic_val_pauc" in q and "ort_int8_dynamic" in entry:
-            entry["ort_int8_dynamic"]["val_pauc"] = q["int8_dynamic_val_pauc"]
+        q = (quantize_metrics or {}).get(name, {})
+        for runtime, tag in (("ort_int8", "int8"), ("ort_int8_dynamic", "int8_dynamic")):
+            if runtime in entry and f"{tag}_val_pauc" in q:
+                entry[runtime]["val_pauc"] = q[f"{tag}_val_pauc"]
         result["models"][name] = entry
-    result["ratios"] = latency_ratios(result["models"], teachers, deploy_size)
+    result["ratios"] = latency_ratios(result["models"], deploy_size)
     return result

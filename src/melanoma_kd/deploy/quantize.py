@@ -1,5 +1,6 @@
-"""Quantization: the fp32 ONNX student -> ONNX Runtime static QDQ INT8 (deployed) and dynamic
-INT8 (comparison only), calibrated on seeded train images and compared with fp32 on validation.
+"""Quantization: an exported fp32 ONNX model (the KD student, the best teacher) -> ONNX Runtime
+static QDQ INT8 (deployed; the student also gets dynamic INT8 for comparison), calibrated on
+seeded train images and compared with fp32 on validation.
 
 Each INT8 model carries the fp32 file's metadata, its quantization settings and its own decision
 thresholds, chosen by :func:`melanoma_kd.selection.operating_thresholds` on its own validation
@@ -110,6 +111,27 @@ def _scratch_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _pre_process(fp32: str | Path, pre: Path) -> dict[str, Any]:
+    """ONNX Runtime's ``quant_pre_process``; the metadata to add about how it went.
+
+    Its symbolic shape inference gives up on some transformer graphs (SwinV2's windowed
+    attention: "Incomplete symbolic shape inference"); those are pre-processed with ONNX's own
+    shape inference only, which quantization needs no more than, and say so in their metadata.
+    """
+    src, dst = str(Path(fp32).resolve()), str(Path(pre).resolve())
+    # ONNX Runtime leaves temporary files (sym_shape_infer_temp.onnx, external data) in the
+    # working directory when a step fails: run it in a scratch one.
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+        try:
+            quant_pre_process(src, dst)
+        except Exception as exc:  # ONNX Runtime raises a bare Exception here
+            if "symbolic shape inference" not in str(exc):
+                raise
+            quant_pre_process(src, dst, skip_symbolic_shape=True)
+            return {"symbolic_shape_inference": False}
+    return {}
+
+
 def _quantize_file(
     fp32: str | Path,
     out: str | Path,
@@ -122,7 +144,7 @@ def _quantize_file(
     ``metadata`` as its ``metadata_props``."""
     with _scratch_dir() as scratch, atomic_path(out) as tmp:
         pre, int8 = scratch / "pre.onnx", scratch / "int8.onnx"
-        quant_pre_process(str(fp32), str(pre))
+        metadata = {**metadata, **_pre_process(fp32, pre)}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantize(str(pre), str(int8), **options)
@@ -227,10 +249,9 @@ def compare_scores(fp32: pd.DataFrame, quant: pd.DataFrame, sens_target: float) 
     }
 
 
-def quantize_student(
+def quantize_model(
     fp32: str | Path,
     out_static: str | Path,
-    out_dynamic: str | Path,
     train_cache: str | Path,
     val_cache: str | Path,
     *,
@@ -240,13 +261,17 @@ def quantize_student(
     seed: int,
     sens_target: float,
     reduce_range: bool = True,
+    out_dynamic: str | Path | None = None,
     deploy_fp32: str | Path | None = None,
     deploy_out: str | Path | None = None,
 ) -> dict[str, Any]:
-    """The quantize stage: static QDQ (deployed) and dynamic (comparison) INT8 models.
+    """The quantize stages: static QDQ INT8 (deployed) of an exported model, the same settings
+    for the KD student (``quantize``) and the best teacher (``quantize_teacher``); with
+    ``out_dynamic`` also a dynamic INT8 model (comparison only); with ``deploy_fp32`` /
+    ``deploy_out`` the latency-only deploy-size copy too.
 
-    Each INT8 model gets its own validation-chosen thresholds in its metadata (its scores differ
-    slightly from fp32). Returns the flat ``metrics/quantize.json`` dict.
+    Each scored INT8 model gets its own validation-chosen thresholds in its metadata (its scores
+    differ slightly from fp32). Returns the flat metrics dict (``metrics/quantize*.json``).
     """
     static = functools.partial(
         quantize_static_qdq,
@@ -258,9 +283,13 @@ def quantize_student(
         reduce_range=reduce_range,
     )
     settings = static(fp32, out_static)
-    quantize_dynamic_int8(fp32, out_dynamic, per_channel=per_channel, reduce_range=reduce_range)
+    scored_models = {"int8": out_static}
+    if out_dynamic is not None:
+        quantize_dynamic_int8(fp32, out_dynamic, per_channel=per_channel, reduce_range=reduce_range)
+        scored_models["int8_dynamic"] = out_dynamic
     val_fp32 = score_onnx(fp32, val_cache)
     report: dict[str, Any] = {
+        "arch": read_metadata(fp32).get("arch"),
         "method": method,
         "per_channel": per_channel,
         "reduce_range": reduce_range,
@@ -272,7 +301,7 @@ def quantize_student(
         "fp32_val_pauc": pauc_above_tpr(val_fp32["label"], val_fp32["score"]),
         "val_images": len(val_fp32),
     }
-    for tag, path in (("int8", out_static), ("int8_dynamic", out_dynamic)):
+    for tag, path in scored_models.items():
         scored = score_onnx(path, val_cache)
         update_metadata(
             path,
