@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 REMOTE ?= $(abspath ../melanoma-kd-dvc-remote)
+# CPU/wall seconds per stage of the last make repro (not tracked; melanoma_kd.stage_times)
+STAGE_TIMES := .dvc/tmp/stage_times.jsonl
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -21,9 +23,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 repro: setup  ## run the whole default pipeline on the built-in synthetic data
-	@start=$$(date +%s); $(BIN)/dvc repro && \
+	@start=$$(date +%s); rm -f $(STAGE_TIMES); \
+	  MELANOMA_KD_STAGE_TIMES=$(abspath $(STAGE_TIMES)) $(BIN)/dvc repro && \
 	  $(BIN)/python -m melanoma_kd.readme_results && \
 	  $(BIN)/python -m melanoma_kd.verify --record && \
+	  $(BIN)/python -m melanoma_kd.stage_times $(STAGE_TIMES) && \
 	  echo "make repro: pipeline up to date in $$(( $$(date +%s) - start )) s"
 
 test: setup  ## the test suite (unit tests + the tiny-profile dvc pipeline tests, built meanwhile)

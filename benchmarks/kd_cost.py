@@ -95,7 +95,7 @@ def main() -> None:
             distill=DistillParams(transfer_images=n_transfer),
         )
         torch.set_num_threads(args.threads)
-        s, stages = params.student, params.distill.feature_stages
+        s, stages = params.student, params.distill.feature.stages
 
         torch.manual_seed(0)
         teacher_ckpt = root / "teacher.pt"
@@ -135,7 +135,7 @@ def main() -> None:
         teacher_pass()  # untimed warm-up; also produces the outputs the KD runs read
         teacher_pass(transfer=True)
         response = kd_point(TEMPERATURE, ALPHA, "response")
-        feature = kd_point(TEMPERATURE, ALPHA, "feature")
+        feature = kd_point(None, ALPHA, "feature")
         runs = {
             "scratch": lambda: student("scratch", None, None),
             "response": lambda: student("response", response, outputs),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from melanoma_kd.catalog import kd_points, point_key, read_raw_params
+from melanoma_kd.catalog import kd_points, read_raw_params
 from melanoma_kd.config import load_params
 from melanoma_kd.errors import cli_entry
 from melanoma_kd.io import write_json
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     load_params(args.params)  # the whole file is validated, as by every stage
-    grid = [point_key(pt) for pt in kd_points(read_raw_params(args.params).get("distill", {}))]
+    grid = kd_points(read_raw_params(args.params).get("distill", {}))
     record = selection_record(args.select_from, grid, args.checkpoint_dir)
     write_json(args.out, record)
     print(

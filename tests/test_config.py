@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from melanoma_kd.config import Params, load_params, parse_params
 from melanoma_kd.errors import UserError
@@ -54,7 +55,11 @@ def test_default_params_yaml_validates() -> None:
     assert params.split.train == raw["split"]["train"]
     assert params.data.source == raw["data"]["source"]
     assert list(params.teachers.archs) == raw["teachers"]["archs"]
-    assert list(params.distill.temperature) == [float(t) for t in raw["distill"]["temperature"]]
+    response = raw["distill"]["response"]
+    assert list(params.distill.response.temperature) == [float(t) for t in response["temperature"]]
+    assert list(params.distill.feature.alpha) == [
+        float(a) for a in raw["distill"]["feature"]["alpha"]
+    ]
 
 
 def test_every_section_of_the_model_is_in_params_yaml() -> None:
@@ -62,19 +67,42 @@ def test_every_section_of_the_model_is_in_params_yaml() -> None:
     assert set(_default_raw()) == set(Params.model_fields)
 
 
-def _leaves(raw: dict[str, Any]) -> list[tuple[str, str]]:
-    """Every ``(section, key)`` leaf of a params mapping (list values are leaves too)."""
-    return [(section, key) for section, keys in raw.items() for key in keys]
+def _leaves(raw: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every leaf key path of a params mapping, nested sub-sections (``distill.response``)
+    included (list values are leaves too)."""
+    out: list[tuple[str, ...]] = []
+    for key, value in raw.items():
+        path = (*prefix, key)
+        out += _leaves(value, path) if isinstance(value, dict) else [path]
+    return out
+
+
+def _model_leaves(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The same key paths of a params model, in field order (sub-models are descended into)."""
+    out: list[tuple[str, ...]] = []
+    for key, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _model_leaves(ann, (*prefix, key))
+        else:
+            out.append((*prefix, key))
+    return out
+
+
+def _get(params: BaseModel, path: tuple[str, ...]) -> Any:
+    node: Any = params
+    for key in path:
+        node = getattr(node, key)
+    return node
 
 
 def _defaults_differing(raw: dict[str, Any]) -> list[str]:
     """Dotted keys whose model default differs from the (validated) value in ``raw``."""
     defaults, given = Params(), parse_params(raw)
     return [
-        f"{section}.{key}: default {getattr(getattr(defaults, section), key)!r}, "
-        f"file {getattr(getattr(given, section), key)!r}"
-        for section, key in _leaves(raw)
-        if getattr(getattr(defaults, section), key) != getattr(getattr(given, section), key)
+        f"{'.'.join(path)}: default {_get(defaults, path)!r}, file {_get(given, path)!r}"
+        for path in _leaves(raw)
+        if _get(defaults, path) != _get(given, path)
     ]
 
 
@@ -82,17 +110,21 @@ def test_model_defaults_equal_params_yaml() -> None:
     """A default that drifts from the shipped params.yaml makes code that builds a section
     without the file (tests, benchmarks, the predict CLI) run a different recipe."""
     raw = _default_raw()
-    assert _leaves(raw) == [
-        (s, k) for s, m in Params.model_fields.items() for k in m.annotation.model_fields
-    ]  # every field is in the file, in order
+    assert _leaves(raw) == _model_leaves(Params)  # every field is in the file, in order
+    assert ("distill", "response", "temperature") in _leaves(raw)
     assert _defaults_differing(raw) == []
 
 
 def test_default_drift_check_can_fail() -> None:
     raw = _set(_default_raw(), "generate.n_images", 1234)
-    raw = _set(raw, "distill.temperature", [1, 2])
+    raw = _set(raw, "distill.response.temperature", [1, 2])
+    raw = _set(raw, "distill.feature.stages", 3)
     drift = _defaults_differing(raw)
-    assert [d.split(":")[0] for d in drift] == ["generate.n_images", "distill.temperature"]
+    assert [d.split(":")[0] for d in drift] == [
+        "generate.n_images",
+        "distill.response.temperature",
+        "distill.feature.stages",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -103,11 +135,14 @@ def test_default_drift_check_can_fail() -> None:
         ("student.lr", -0.1, "student.lr"),
         ("data.source", "ham", "data.source"),
         ("data.on_bad_image", "ignore", "data.on_bad_image"),
-        ("distill.alpha", [1.5], "distill.alpha"),
-        ("distill.alpha", [0.5, -0.1], "distill.alpha"),
-        ("distill.temperature", [0], "distill.temperature"),
-        ("distill.temperature", [], "distill.temperature"),
-        ("distill.method", ["response", "attention"], "distill.method"),
+        ("distill.response.alpha", [1.5], "distill.response.alpha"),
+        ("distill.response.alpha", [0.5, -0.1], "distill.response.alpha"),
+        ("distill.response.temperature", [0], "distill.response.temperature"),
+        ("distill.response.temperature", [4, 4], "response.temperature"),  # trained twice
+        ("distill.feature.alpha", [1.5], "distill.feature.alpha"),
+        ("distill.feature.alpha", [0.5, 0.5], "feature.alpha"),  # trained twice
+        ("distill.feature.stages", 0, "distill.feature.stages"),
+        ("distill.response", [1, 4], "distill.response"),
         ("cache.size", -64, "cache.size"),
         ("split.seed", -1, "split.seed"),
         ("teachers.archs", [], "teachers.archs"),
@@ -118,6 +153,37 @@ def test_bad_value_names_the_dotted_key(
 ) -> None:
     msg = _error(_write(tmp_path, _set(_default_raw(), dotted, value)))
     assert key_in_msg in msg
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value"),
+    [
+        ("distill.temperature", [1, 4]),  # the old flat T x alpha x method grid
+        ("distill.method", ["response", "attention"]),
+        ("distill.feature_stages", 2),
+        ("distill.feature.temperature", [4]),  # feature KD has no temperature
+    ],
+)
+def test_old_or_meaningless_grid_keys_are_unknown(
+    tmp_path: Path, dotted: str, value: object
+) -> None:
+    msg = _error(_write(tmp_path, _set(_default_raw(), dotted, value)))
+    assert dotted in msg and "unknown" in msg.lower()
+
+
+def test_an_empty_list_turns_a_kd_method_off(tmp_path: Path) -> None:
+    raw = _set(_default_raw(), "distill.feature.alpha", [])
+    params = load_params(_write(tmp_path, raw))
+    assert params.distill.feature.alpha == [] and params.distill.response.temperature
+    raw = _set(_default_raw(), "distill.response.temperature", [])
+    assert load_params(_write(tmp_path, raw)).distill.response.temperature == []
+
+
+def test_an_empty_kd_grid_is_rejected(tmp_path: Path) -> None:
+    raw = _set(_default_raw(), "distill.response.alpha", [])
+    raw = _set(raw, "distill.feature.alpha", [])
+    msg = _error(_write(tmp_path, raw))
+    assert "distill" in msg and "empty" in msg
 
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:

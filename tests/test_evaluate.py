@@ -37,13 +37,13 @@ from melanoma_kd.results import load_evaluation
 CFG = EvaluateParams(n_boot=100, seed=0)
 RAW = {
     "teachers": {"archs": ["resnet18", "efficientnet_b0"]},
-    "distill": {"temperature": [1, 4], "alpha": [0.5], "method": ["response", "feature"]},
+    "distill": {"response": {"temperature": [1, 4], "alpha": [0.5]}, "feature": {"alpha": [0.5]}},
 }
 SELECTED = "kd_4-0.5-response"
 TEACHER = "teacher_efficientnet_b0"  # chosen on validation by the stage (selection.py)
 SMALL = {  # five models: enough for the full evaluate_all path, cheap to run twice
     "teachers": {"archs": ["resnet18"]},
-    "distill": {"temperature": [4], "alpha": [0.5], "method": ["response"]},
+    "distill": {"response": {"temperature": [4], "alpha": [0.5]}, "feature": {"alpha": []}},
 }
 
 
@@ -90,31 +90,49 @@ def evaluation() -> Evaluation:
 # --------------------------------------------------------------------------- model list
 
 
-def test_kd_points_are_named_like_dvc_matrix_keys() -> None:
-    raw = {"temperature": [1, 2.5], "alpha": [0.5, 1], "method": ["response"]}
-    assert ["-".join(p) for p in kd_points(raw)] == [
+def test_kd_points_are_named_like_dvc_stage_keys() -> None:
+    response = {"temperature": [1, 2.5], "alpha": [0.5, 1]}
+    assert kd_points({"response": response, "feature": {"alpha": []}}) == [
         "1-0.5-response",
         "1-1-response",
         "2.5-0.5-response",
         "2.5-1-response",
     ]
+    assert kd_points({"response": response, "feature": {"alpha": [0.5, 1]}})[4:] == [
+        "0.5-feature",
+        "1-feature",
+    ]
+    off = {"temperature": [], "alpha": [0.5]}
+    assert kd_points({"response": off, "feature": {"alpha": [0.9]}}) == ["0.9-feature"]
+    with pytest.raises(UserError, match=r"distill\.feature\.alpha must be a list"):
+        kd_points({"response": response})
     specs = model_specs(RAW, "models", "metrics")
     assert [s.name for s in specs] == [
         "teacher_resnet18",
         "teacher_efficientnet_b0",
         "student_scratch",
         "kd_1-0.5-response",
-        "kd_1-0.5-feature",
         "kd_4-0.5-response",
-        "kd_4-0.5-feature",
+        "kd_0.5-feature",  # feature KD has no temperature: one point per alpha
         "kd_onnx_fp32",
         "kd_onnx_int8",
+        "teacher_onnx_fp32",
+        "teacher_onnx_int8",
         "kd_selected_no_transfer",
     ]
     assert specs[-1].path == Path("models/ablation/no_transfer.pt")
-    kd = specs[5]
+    kd = specs[4]
     assert kd.path == Path("models/distill/4-0.5-response.pt")
     assert kd.run_dir == Path("metrics/distill/4-0.5-response")
+    assert (kd.point.temperature, kd.point.alpha, kd.point.method) == (4.0, 0.5, "response")
+    feature = specs[5]
+    assert feature.path == Path("models/distill/0.5-feature.pt")
+    assert feature.run_dir == Path("metrics/distill/0.5-feature")
+    assert (feature.point.temperature, feature.point.alpha, feature.point.method) == (
+        None,
+        0.5,
+        "feature",
+    )
 
 
 def test_selected_point_validates_the_export_file(tmp_path: Path) -> None:
@@ -376,12 +394,45 @@ def test_evaluate_all_roles_gain_and_int8(evaluation: Evaluation) -> None:
     )
     assert g["roc_auc_delta_ci_lo"] <= g["roc_auc_delta"] <= g["roc_auc_delta_ci_hi"]
     assert 0 < g["roc_auc_p"] <= 1
-    assert ev.ablation["selected"].tolist() == [False, False, True, False]
+    assert g["roc_auc_mde"] > 0 and g["pauc_mde"] > 0
+    assert ev.ablation["selected"].tolist() == [False, True, False]
+    assert ev.ablation["model"].tolist() == ["kd_1-0.5-response", SELECTED, "kd_0.5-feature"]
+    # as the grid names them; feature KD has no temperature
+    assert ev.ablation["temperature"].tolist() == ["1", "4", "—"]
+    assert ev.ablation["method"].tolist() == ["response", "response", "feature"]
     assert set(ev.hard_cases["kind"]) <= {
         "teacher_right_student_wrong",
         "student_right_teacher_wrong",
         "high_confidence_errors",
     }
+
+
+def test_mde_and_one_seed_pooled_comparisons(evaluation: Evaluation) -> None:
+    """Every paired comparison carries its MDE, (z_0.975 + z_0.80) · bootstrap SE; without
+    replicates the pooled comparisons are the single-seed ones (the same models, one seed)."""
+    ev = evaluation
+    hold = ev.predictions[SELECTED].holdout
+    y, groups = hold["label"].to_numpy(), hold["patient_id"].astype(str).to_numpy()
+    scratch = ev.predictions["student_scratch"].holdout["score"].to_numpy()
+    d = M.paired_bootstrap_delta(
+        y, hold["score"].to_numpy(), scratch, groups, "roc_auc", CFG.n_boot, CFG.seed
+    )
+    assert d["se"] > 0
+    assert ev.kd_gain["roc_auc_mde"] == pytest.approx(2.801585 * d["se"], abs=2e-6)
+    assert set(ev.pooled) == {"kd_gain", "student_vs_teacher", "transfer"}
+    gain = ev.pooled["kd_gain"]
+    assert (gain["a_models"], gain["b_models"], gain["n_seeds"]) == (
+        SELECTED,
+        "student_scratch",
+        1,
+    )
+    assert ev.pooled["student_vs_teacher"]["b_models"] == TEACHER
+    assert ev.pooled["transfer"]["b_models"] == "kd_selected_no_transfer"
+    for metric in ("roc_auc", "pauc"):
+        assert gain[f"{metric}_delta"] == pytest.approx(ev.kd_gain[f"{metric}_delta"], abs=2e-6)
+        assert gain[f"{metric}_ci_lo"] <= gain[f"{metric}_delta"] <= gain[f"{metric}_ci_hi"]
+        assert gain[f"{metric}_mde"] == pytest.approx(2.801585 * gain[f"{metric}_se"], abs=2e-6)
+        assert 0 < gain[f"{metric}_p"] <= 1
 
 
 def test_hard_cases_are_ordered_hardest_first() -> None:
@@ -426,7 +477,7 @@ def test_the_folder_reads_back_as_the_evaluation(evaluation: Evaluation, tmp_pat
     save_evaluation(evaluation, files)
     back = load_evaluation(files, evaluation.specs, CFG, key_predictions=True)
     parts = ("metrics", "roles", "error_analysis", "kd_gain", "student_vs_teacher", "seeds")
-    for part in (*parts, "transfer"):
+    for part in (*parts, "transfer", "pooled"):
         assert getattr(back, part) == getattr(evaluation, part), part
     pd.testing.assert_frame_equal(
         back.ablation.astype(str), evaluation.ablation.astype(str), check_dtype=False
@@ -509,3 +560,16 @@ def test_pngs_are_written(evaluation: Evaluation, tmp_path: Path) -> None:
     assert len(paths) == 6
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_exported_teacher_must_be_the_best_teacher() -> None:
+    """export_teacher and the evaluation choose the best teacher by the same rule; an exported
+    teacher of another arch (a stale export) is refused in one line."""
+    specs, preds = make_predictions(SMALL)
+    p = preds["teacher_onnx_int8"]
+    wrong = {**preds, "teacher_onnx_int8": Predictions(p.val, p.holdout, arch="resnet50")}
+    with pytest.raises(UserError, match="exported teacher is resnet50, but the best teacher"):
+        evaluate_all(specs, wrong, SELECTED, CFG, teacher="teacher_resnet18")
+    right = {**preds, "teacher_onnx_int8": Predictions(p.val, p.holdout, arch="resnet18")}
+    ev = evaluate_all(specs, right, SELECTED, CFG, teacher="teacher_resnet18")
+    assert {"teacher_onnx_fp32", "teacher_onnx_int8"} <= set(ev.metrics)

@@ -378,11 +378,12 @@ def test_group_bootstrap_raises_when_most_resamples_single_class() -> None:
 def test_paired_bootstrap_identical_and_monotone_transform() -> None:
     y, s, groups = _patients(3)
     d = M.paired_bootstrap_delta(y, s, s.copy(), groups, "roc_auc", n_boot=200)
-    assert d == {"delta": 0.0, "ci_lo": 0.0, "ci_hi": 0.0}
+    assert d == {"delta": 0.0, "ci_lo": 0.0, "ci_hi": 0.0, "se": 0.0}
     # a monotone transform has the same AUC on *every* shared resample -> CI exactly 0
     d = M.paired_bootstrap_delta(y, s, np.exp(s), groups, "roc_auc", n_boot=200)
     assert d["ci_lo"] == pytest.approx(0.0, abs=1e-12)
     assert d["ci_hi"] == pytest.approx(0.0, abs=1e-12)
+    assert d["se"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_paired_bootstrap_better_model() -> None:
@@ -393,8 +394,11 @@ def test_paired_bootstrap_better_model() -> None:
     d = M.paired_bootstrap_delta(y, good, noise, groups, "roc_auc", n_boot=300)
     assert d["delta"] == pytest.approx(roc_auc_score(y, good) - roc_auc_score(y, noise))
     assert 0.0 < d["ci_lo"] <= d["delta"] <= d["ci_hi"]
+    # se: the sd of the bootstrap deltas; a 95 % percentile interval spans ~3.9 of them
+    assert 0.0 < d["se"] < d["ci_hi"] - d["ci_lo"]
     flipped = M.paired_bootstrap_delta(y, noise, good, groups, "roc_auc", n_boot=300)
     assert flipped["ci_hi"] < 0.0
+    assert flipped["se"] == pytest.approx(d["se"], rel=1e-9)  # the same resamples, negated
 
 
 def test_paired_permutation_pvalue() -> None:

@@ -24,13 +24,17 @@ def repo(tiny_repo: Path) -> Path:
 
 @contextmanager
 def edited_params(repo: Path, **changes: object) -> Iterator[None]:
-    """Temporarily set dotted keys in params.yaml."""
+    """Temporarily set keys in params.yaml, spelled ``section__key`` or, nested,
+    ``section__sub__key``."""
     path = repo / "params.yaml"
     original = path.read_text()
     params = yaml.safe_load(original)
     for dotted, value in changes.items():
-        section, key = dotted.split("__")
-        params[section][key] = value
+        *parents, key = dotted.split("__")
+        node = params
+        for part in parents:
+            node = node[part]
+        node[key] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         yield
@@ -69,13 +73,17 @@ def test_preprocess_change_reruns_hair_removal_and_downstream_only(repo: Path) -
 
 
 def test_new_temperature_adds_only_new_grid_points(repo: Path) -> None:
+    """A new temperature adds response-KD points only: feature KD has no temperature, so its
+    points (and every existing one) stay as they are."""
     before = all_stages(repo)
-    with edited_params(repo, distill__temperature=[2, 4]):
+    assert {s for s in before if s.startswith("distill_feature@")}  # the tiny grid has both
+    with edited_params(repo, distill__response__temperature=[2, 4]):
         new = all_stages(repo) - before
-        assert new == {"distill@4-0.5-response", "distill@4-0.5-feature"}
+        assert new == {"distill_response@4-0.5"}
         changed = changed_stages(repo)
     assert new <= changed
-    untouched = {s for s in before if s.startswith(("train_", "teacher_outputs", "distill@2"))}
+    prefixes = ("train_", "teacher_outputs", "distill_response@2", "distill_feature@")
+    untouched = {s for s in before if s.startswith(prefixes)}
     assert not changed & (untouched | DATA_STAGES)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from melanoma_kd.config import Params, load_params
 from melanoma_kd.models.build import check_arch
@@ -91,13 +92,17 @@ def missing_keys(raw: object, keys: set[str]) -> list[str]:
     return missing
 
 
-def model_keys() -> set[str]:
-    """Every ``section.key`` of the validated params model."""
-    return {
-        f"{section}.{key}"
-        for section, field in Params.model_fields.items()
-        for key in field.annotation.model_fields  # type: ignore[union-attr]
-    }
+def model_keys(model: type[BaseModel] = Params, prefix: str = "") -> set[str]:
+    """Every dotted key of the validated params model, down to the leaves of nested sections
+    (``distill.response.temperature``)."""
+    keys: set[str] = set()
+    for key, field in model.model_fields.items():
+        ann, dotted = field.annotation, f"{prefix}{key}"
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys |= model_keys(ann, f"{dotted}.")
+        else:
+            keys.add(dotted)
+    return keys
 
 
 @pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.name)
@@ -117,9 +122,11 @@ def test_declared_keys_are_read_from_dvc_yaml() -> None:
         "synth.high_factor",
         "models.weights_dir",
         "teachers.archs",
-        "distill.temperature",
-        "distill.alpha",
-        "distill.method",
+        "distill.response",  # select_student: the whole response grid
+        "distill.response.temperature",  # the distill_response matrix
+        "distill.response.alpha",
+        "distill.feature.alpha",  # the distill_feature foreach
+        "distill.feature.stages",
         "benchmark.deploy_size",
         "data.root",
         "replicates.seeds",
@@ -170,9 +177,15 @@ def test_missing_key_check_names_a_planted_gap(section: str, leaf: str | None) -
 def test_published_recipes_are_encoded() -> None:
     isic = load_params(ROOT / "configs/isic2024.yaml")
     assert (isic.teachers.image_size, isic.student.image_size, isic.cache.size) == (256, 224, 256)
-    assert isic.distill.temperature == [4.0] and isic.distill.alpha == [pytest.approx(0.4)]
+    assert isic.distill.response.temperature == [4.0]
+    assert isic.distill.response.alpha == [pytest.approx(0.4)]
+    assert isic.distill.feature.alpha == [pytest.approx(0.4)]  # response and feature KD
+    assert isic.train.schedule == "plateau"
     assert isic.train.loss == "weighted_ce" and not isic.train.balanced_sampler
     ham = load_params(ROOT / "configs/ham10000.yaml")
     assert ham.train.loss == "focal" and not ham.train.balanced_sampler
-    assert ham.distill.temperature == [1.0, 2.0] and ham.distill.alpha == [0.5, 0.9]
+    assert ham.distill.response.temperature == [1.0, 2.0]
+    assert ham.distill.response.alpha == [0.5, 0.9]
+    assert ham.distill.feature.alpha == []  # response KD only
+    assert ham.train.schedule == "plateau"
     assert len(ham.teachers.archs) == 13

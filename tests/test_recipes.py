@@ -51,24 +51,26 @@ ARCHITECTURE = (
     "cache.size",
     "train.loss",
     "train.optimizer",
+    "train.schedule",
     "teachers.image_size",
     "student.arch",
     "student.image_size",
     "distill.teacher",
-    "distill.temperature",
-    "distill.alpha",
-    "distill.method",
-    "distill.feature_stages",
+    "distill.response.temperature",
+    "distill.response.alpha",
+    "distill.feature.alpha",
+    "distill.feature.stages",
     "quantize.method",
     "benchmark.deploy_size",
 )
 
 # HAM10000 has 13 teachers (ResNet18-152, EfficientNet-B0-B7). At 224 px one training step of all
 # 13 costs ~24x that of resnet18 + efficientnet_b0 on a 2-core host, and each teacher is also
-# exported, benchmarked and evaluated: the full list would add ~40 min to a test whose two
-# teachers take ~4 of its ~10 min. The test runs the cheapest teacher of each family (the
-# foreach, per-arch outputs and best-teacher selection are the same code for any number of
-# archs); test_every_recipe_arch_builds checks that the other eleven build.
+# evaluated (the best on validation is exported, quantized and benchmarked too): the full list
+# would add ~40 min to a test whose two teachers take ~4 of its ~10 min. The test runs the
+# cheapest teacher of each family (the foreach, per-arch outputs and best-teacher selection are
+# the same code for any number of archs); test_every_recipe_arch_builds checks that the other
+# eleven build.
 HAM_TEACHER_SUBSET = ["resnet18", "efficientnet_b0"]
 
 
@@ -104,11 +106,16 @@ def leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, object]:
     return flat
 
 
-def kd_points(params: dict[str, Any]) -> list[str]:
-    """Matrix keys of the distill stage, as DVC names them (``<T>-<alpha>-<method>``)."""
-    d = params["distill"]
-    grid = itertools.product(d["temperature"], d["alpha"], d["method"])
-    return [f"{t}-{a}-{m}" for t, a, m in grid]
+def kd_points(params: dict[str, Any]) -> dict[str, str]:
+    """KD grid point key (``<T>-<alpha>-response`` / ``<alpha>-feature``, the model and run
+    names) -> its DVC stage (``distill_response@<T>-<alpha>`` / ``distill_feature@<alpha>``),
+    with the numbers spelled as DVC spells the YAML values."""
+    r, f = params["distill"]["response"], params["distill"]["feature"]
+    points = {
+        f"{t}-{a}-response": f"distill_response@{t}-{a}"
+        for t, a in itertools.product(r["temperature"], r["alpha"])
+    }
+    return points | {f"{a}-feature": f"distill_feature@{a}" for a in f["alpha"]}
 
 
 def reproduce(tmp_path: Path, params: dict[str, Any]) -> tuple[Path, str]:
@@ -124,17 +131,25 @@ def check_full_run(repo: Path, out: str, params: dict[str, Any]) -> None:
     stages = set(run(repo, "dvc", "stage", "list", "--name-only").stdout.split())
     archs = params["teachers"]["archs"]
     points = kd_points(params)
-    assert {f"train_teacher@{a}" for a in archs} | {f"distill@{p}" for p in points} <= stages
+    assert {f"train_teacher@{a}" for a in archs} | set(points.values()) <= stages
+    distill = {n for n in stages if n.startswith(("distill_response@", "distill_feature@"))}
+    assert distill == set(points.values())  # one stage per grid point, no other
     assert stages - ran_stages(out) == set(), "stages that never ran"
     assert changed_stages(repo) == set()
 
     deploy = params["benchmark"]["deploy_size"]
     expected = [
         *(f"models/teachers/{a}.pt" for a in archs),
-        *(f"models/onnx/teacher_{a}.onnx" for a in archs),
+        "models/onnx/teacher_best.onnx",  # the teacher best on validation, exported
+        "models/onnx/teacher_best_int8.onnx",
         "models/student/scratch.pt",
         *(f"models/distill/{p}.pt" for p in points),
-        *(f"models/replicates/{s}/kd.pt" for s in params["replicates"]["seeds"]),
+        *(
+            f"models/replicates/{s}/{kind}.pt"
+            for s in params["replicates"]["seeds"]
+            for kind in ("scratch", "kd", "no_transfer")
+        ),
+        "models/ablation/no_transfer.pt",
         "models/onnx/student_scratch.onnx",
         "models/onnx/student_kd.onnx",
         "models/onnx/student_kd_int8.onnx",
@@ -209,6 +224,7 @@ def test_isic2024_recipe_runs_end_to_end(tmp_path: Path) -> None:
     repo, out = reproduce(tmp_path, params)
     check_full_run(repo, out, params)
     check_no_synthetic_work(repo, len(data.metadata))
+    assert list(kd_points(params)) == ["4-0.4-response", "0.4-feature"]  # one point per method
 
 
 @pytest.mark.pipeline
@@ -222,4 +238,6 @@ def test_ham10000_recipe_runs_end_to_end(tmp_path: Path) -> None:
     repo, out = reproduce(tmp_path, params)
     check_full_run(repo, out, params)
     check_no_synthetic_work(repo, len(data.metadata))
-    assert len(kd_points(params)) == 4  # T in {1, 2} x alpha in {0.5, 0.9}
+    points = kd_points(params)
+    assert len(points) == 4  # response KD only: T in {1, 2} x alpha in {0.5, 0.9}
+    assert all(p.endswith("-response") for p in points)

@@ -16,7 +16,13 @@ import yaml
 
 from melanoma_kd import metrics as M
 from melanoma_kd import runs
-from melanoma_kd.catalog import NO_TRANSFER, EvaluationFiles, kd_points, parse_point, point_key
+from melanoma_kd.catalog import (
+    NO_TRANSFER,
+    EvaluationFiles,
+    kd_points,
+    parse_point,
+    replicate_name,
+)
 from melanoma_kd.config import EvaluateParams, load_params, parse_params
 from melanoma_kd.data.cache import write_split_cache
 from melanoma_kd.data.dataset import UNLABELLED
@@ -25,7 +31,7 @@ from melanoma_kd.evaluate import evaluate_all, save_evaluation
 from melanoma_kd.io import read_json, write_json
 from melanoma_kd.paired import paired_comparison
 from melanoma_kd.plots import write_plot_data
-from melanoma_kd.replicates import replicate_hash
+from melanoma_kd.replicates import KINDS, replicate_hash
 from tests.test_evaluate import SELECTED, SMALL, make_predictions
 from tests.test_train import _separable_cache
 
@@ -125,16 +131,40 @@ def test_replicate_list_is_its_own_section_in_the_dag() -> None:
 
 
 def test_parse_point_round_trips_dvc_keys() -> None:
-    distill = {"temperature": [1, 2.5, 1.0e-5], "alpha": [0.5, 1, 1.0e-5], "method": ["feature"]}
-    for point in kd_points(distill):
-        parsed = parse_point(point_key(point))
+    """Every grid key, as DVC spells the YAML values (``1.0`` stays ``1.0``), parses back to its
+    values and keeps its spelling: the key names the checkpoint, run folder and model."""
+    temps, alphas = [1, 2.5, 1.0e-5, 10.0], [0.5, 1, 1.0e-5, 0.0]
+    distill = {
+        "response": {"temperature": temps, "alpha": alphas},
+        "feature": {"alpha": alphas},
+    }
+    expected = [(t, a, "response") for t in temps for a in alphas]
+    expected += [(None, a, "feature") for a in alphas]
+    keys = kd_points(distill)
+    assert len(keys) == len(expected) == len(set(keys))
+    for key, (t, a, method) in zip(keys, expected, strict=True):
+        parsed = parse_point(key)
         assert (parsed.temperature, parsed.alpha, parsed.method) == (
-            float(point[0]),
-            float(point[1]),
-            point[2],
-        )
+            None if t is None else float(t),
+            float(a),
+            method,
+        ), key
+        assert parsed.key == key
+    assert keys[0] == "1-0.5-response" and keys[-1] == "0.0-feature"
     with pytest.raises(UserError, match="unknown method"):
         parse_point("1-0.5-magic")
+    with pytest.raises(UserError, match="expected <alpha>-feature"):
+        parse_point("4-0.5-feature")  # feature KD has no temperature
+    with pytest.raises(UserError, match="expected <temperature>-<alpha>-response"):
+        parse_point("0.5-response")
+
+
+def test_replicate_names_per_kind() -> None:
+    assert [replicate_name(kind, 3) for kind in KINDS] == [
+        "student_scratch_seed3",
+        "kd_selected_seed3",
+        "kd_selected_no_transfer_seed3",
+    ]
 
 
 # --------------------------------------------------------------------------- replicate vs main
@@ -179,6 +209,17 @@ def _meta(path: Path) -> dict[str, Any]:
     return payload
 
 
+def _teacher_outputs(path: Path, epochs: int, n_transfer: int) -> None:
+    """Cached teacher outputs (all-zero logits) for the 8 train images and the transfer set."""
+    with h5py.File(path, "w") as h5:
+        shape = (epochs, 8 + n_transfer, 2)
+        h5.create_dataset("logits", data=np.zeros(shape, np.float32))
+        h5.attrs["n_features"] = 0
+        h5.attrs["feature_dims"] = [16, 32]
+        h5.attrs["n_train"] = 8
+        h5.attrs["n_transfer"] = n_transfer
+
+
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     params = load_params(TINY)
@@ -193,14 +234,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     rows["label"] = UNLABELLED
     images = np.zeros((n_transfer, size, size, 3), np.uint8)
     write_split_cache(tmp_path / "transfer.h5", rows, list(images), size, "transfer", "h")
-    teacher = tmp_path / "teacher_outputs.h5"
-    with h5py.File(teacher, "w") as h5:
-        shape = (params.student.epochs, 8 + n_transfer, 2)
-        h5.create_dataset("logits", data=np.zeros(shape, np.float32))
-        h5.attrs["n_features"] = 0
-        h5.attrs["feature_dims"] = [16, 32]
-        h5.attrs["n_train"] = 8
-        h5.attrs["n_transfer"] = n_transfer
+    _teacher_outputs(tmp_path / "teacher_outputs.h5", params.student.epochs, n_transfer)
     selected = tmp_path / "selected_student.json"
     write_json(selected, {"point": "2-0.5-response"})
     calls: list[dict[str, Any]] = []
@@ -220,7 +254,7 @@ def test_replicate_differs_from_main_run_only_by_seed(workspace) -> None:
     _stage("distill")(
         [
             *common,
-            *("--temperature", "2", "--alpha", "0.5", "--method", "response"),
+            *("--point", "2-0.5-response"),
             *("--teacher-outputs", str(tmp / "teacher_outputs.h5")),
             *("--transfer", str(tmp / "transfer.h5")),
             *("--checkpoint", str(tmp / "main/kd.pt"), "--metrics-dir", str(tmp / "m/k")),
@@ -236,31 +270,47 @@ def test_replicate_differs_from_main_run_only_by_seed(workspace) -> None:
             *("--out-dir", str(tmp / "rep"), "--metrics-dir", str(tmp / "r")),
         ]
     )
-    main_s, main_k, rep_s, rep_k = calls
+    # the replicate trains every kind; with a transfer set, "no_transfer" is a training too
+    assert KINDS == ("scratch", "kd", "no_transfer")
+    main_s, main_k, rep_s, rep_k, rep_nt = calls
     point = parse_point("2-0.5-response")
-    for main, rep, kind, pt in ((main_s, rep_s, "scratch", None), (main_k, rep_k, "kd", point)):
+    n_transfer = params.distill.transfer_images
+    cases = (
+        (main_s, rep_s, "scratch", "scratch", None, True),
+        (main_k, rep_k, "kd", "kd", point, True),
+        (main_k, rep_nt, "kd", "no_transfer", point, False),  # the ablation at this seed
+    )
+    for main, rep, main_kind, kind, pt, with_transfer in cases:
         # the training loop gets the same recipe except the seed, and the same augmentation seed
         assert rep["augment_seed"] == main["augment_seed"] == params.train.seed
         assert rep["cfg"]["seed"] == seed and main["cfg"]["seed"] == params.train.seed
         assert {**rep["cfg"], "seed": None} == {**main["cfg"], "seed": None}
-        assert rep["teacher"] == main["teacher"] == (kind == "kd")
-        # KD runs (main and replicate) train on the train split + the transfer set
-        assert rep["train_len"] == main["train_len"] == 8 + (kind == "kd") * 24
+        assert rep["teacher"] == main["teacher"] == (pt is not None)
+        # KD runs (main and replicate) train on the train split + the transfer set; the
+        # no_transfer replicate on the train split alone
+        assert main["train_len"] == 8 + (pt is not None) * n_transfer
+        assert rep["train_len"] == 8 + (pt is not None and with_transfer) * n_transfer
         assert not torch.equal(rep["init"], main["init"])  # the seed changes the init
-        # checkpoint metadata: equal apart from the seed (and the hash that covers it)
-        m = _meta(tmp / "main" / f"{kind}.pt")
+        # checkpoint metadata: equal apart from the seed (and the hash that covers it) and, for
+        # no_transfer, the transfer set
+        m = _meta(tmp / "main" / f"{main_kind}.pt")
         r = _meta(tmp / "rep" / f"{kind}.pt")
         assert r.pop("seed") == seed
         assert r.pop("params_hash") != m.pop("params_hash") or pytest.fail("hash ignores seed")
+        if not with_transfer:
+            assert (m.pop("transfer_images"), r.pop("transfer_images")) == (n_transfer, 0)
         assert r == m
         # the hash function reproduces the main run's hash when given the main seed
         assert (
             replicate_hash(params, params.train.seed, pt)
-            == _meta(tmp / "main" / f"{kind}.pt")["params_hash"]
+            == _meta(tmp / "main" / f"{main_kind}.pt")["params_hash"]
         )
-        assert replicate_hash(params, seed, pt) == _meta(tmp / "rep" / f"{kind}.pt")["params_hash"]
+        rep_hash = replicate_hash(params, seed, pt, with_transfer)
+        assert rep_hash == _meta(tmp / "rep" / f"{kind}.pt")["params_hash"]
         assert (tmp / "r" / kind / "summary.json").is_file()
         assert (tmp / "r" / kind / "val_predictions.csv").is_file()
+    assert torch.equal(rep_nt["init"], rep_k["init"])  # same seed: same initial weights
+    assert replicate_hash(params, seed, point, False) != replicate_hash(params, seed, point)
     assert replicate_hash(params, seed, None) != replicate_hash(params, seed + 1, None)
 
 
@@ -273,7 +323,7 @@ def test_transfer_ablation_differs_from_the_selected_run_only_by_the_transfer_se
     _stage("distill")(
         [
             *common,
-            *("--temperature", "2", "--alpha", "0.5", "--method", "response"),
+            *("--point", "2-0.5-response"),
             *teacher,
             *("--transfer", str(tmp / "transfer.h5")),
             *("--checkpoint", str(tmp / "main/kd.pt"), "--metrics-dir", str(tmp / "m/k")),
@@ -283,6 +333,7 @@ def test_transfer_ablation_differs_from_the_selected_run_only_by_the_transfer_se
         [
             *common,
             *("--selected", str(tmp / "selected_student.json"), *teacher),
+            *("--distill-dir", str(tmp / "main"), "--runs-dir", str(tmp / "m")),
             *("--checkpoint", str(tmp / "abl/kd.pt"), "--metrics-dir", str(tmp / "a")),
         ]
     )
@@ -298,6 +349,65 @@ def test_transfer_ablation_differs_from_the_selected_run_only_by_the_transfer_se
     assert m.pop("params_hash") == replicate_hash(params, params.train.seed, point)
     assert a == m
     assert read_json(tmp / "a" / "summary.json")["transfer_images"] == 0
+
+
+def test_without_a_transfer_set_the_no_transfer_runs_are_copies(workspace) -> None:
+    """``distill.transfer_images: 0``: a "without transfer set" run would repeat its KD run
+    exactly (same hash), so the ablation and the replicate's no_transfer run are byte copies of
+    the KD runs and nothing is trained twice."""
+    tmp, _, calls = workspace
+    raw = _raw()
+    raw["distill"]["transfer_images"] = 0
+    params_file = tmp / "params_no_transfer.yaml"
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    params = load_params(params_file)
+    _teacher_outputs(tmp / "teacher_nt.h5", params.student.epochs, 0)
+    point = parse_point("2-0.5-response")
+    assert replicate_hash(params, params.train.seed, point, False) == replicate_hash(
+        params, params.train.seed, point
+    )
+    common = ["--params", str(params_file), "--cache-dir", str(tmp / "cache")]
+    teacher = ("--teacher-outputs", str(tmp / "teacher_nt.h5"))
+    transfer = ("--transfer", str(tmp / "transfer.h5"))
+    selected = ("--selected", str(tmp / "selected_student.json"))
+    distill_dir, runs_dir = tmp / "distill", tmp / "runs"
+    _stage("distill")(
+        [
+            *common,
+            *("--point", point.key, *teacher, *transfer),
+            *("--checkpoint", str(distill_dir / f"{point.key}.pt")),
+            *("--metrics-dir", str(runs_dir / point.key)),
+        ]
+    )
+    assert len(calls) == 1 and calls[0]["train_len"] == 8
+    _stage("transfer_ablation")(
+        [
+            *common,
+            *(*selected, *teacher),
+            *("--distill-dir", str(distill_dir), "--runs-dir", str(runs_dir)),
+            *("--checkpoint", str(tmp / "abl/kd.pt"), "--metrics-dir", str(tmp / "a")),
+        ]
+    )
+    assert len(calls) == 1  # copied, not trained
+    main = (distill_dir / f"{point.key}.pt", runs_dir / point.key)
+    assert (tmp / "abl/kd.pt").read_bytes() == main[0].read_bytes()
+    for name in ("summary.json", "val_predictions.csv"):
+        assert (tmp / "a" / name).read_bytes() == (main[1] / name).read_bytes()
+    assert (tmp / "a/live").is_dir()
+
+    seed = params.train.seed + 1
+    _stage("replicate")(
+        [
+            *common,
+            *("--seed", str(seed), *selected, *teacher, *transfer),
+            *("--out-dir", str(tmp / "rep"), "--metrics-dir", str(tmp / "r")),
+        ]
+    )
+    assert [c["desc"].split(": ")[-1] for c in calls[1:]] == ["scratch", f"KD {point.key}"]
+    assert (tmp / "rep/no_transfer.pt").read_bytes() == (tmp / "rep/kd.pt").read_bytes()
+    for name in ("summary.json", "val_predictions.csv"):
+        assert (tmp / "r/no_transfer" / name).read_bytes() == (tmp / "r/kd" / name).read_bytes()
+    assert _meta(tmp / "rep/kd.pt")["params_hash"] == replicate_hash(params, seed, point, False)
 
 
 def test_replicate_refuses_the_main_seed(workspace, capsys: pytest.CaptureFixture[str]) -> None:
@@ -333,9 +443,14 @@ def _mean_sd(values: list[float]) -> str:
 def test_report_shows_mean_sd_over_seeds_and_both_paired_lines(tmp_path: Path) -> None:
     specs, preds = make_predictions(RAW_REPS)
     names = [s.name for s in specs]
-    assert {"student_scratch_seed1", "kd_selected_seed2"} <= set(names)
+    assert {"student_scratch_seed1", "kd_selected_seed2", "kd_selected_no_transfer_seed2"} <= set(
+        names
+    )
     rep = next(s for s in specs if s.name == "kd_selected_seed2")
     assert rep.path == Path("models/replicates/2/kd.pt")
+    rep = next(s for s in specs if s.name == "kd_selected_no_transfer_seed2")
+    assert rep.path == Path("models/replicates/2/no_transfer.pt")
+    assert (rep.seed, rep.base) == (2, "no_transfer")
     ev = evaluate_all(specs, preds, SELECTED, CFG, teacher="teacher_resnet18")  # SMALL's only
     save_evaluation(
         ev, EvaluationFiles(tmp_path / "metrics/evaluate", tmp_path / "metrics/predictions")
@@ -392,12 +507,38 @@ def test_report_shows_mean_sd_over_seeds_and_both_paired_lines(tmp_path: Path) -
         np.mean([m[n]["pauc"] for n in groups["(selected on val)"]]), abs=1e-6
     )
 
+    # the comparisons pooled over the three seeds: Δ is the mean per-seed paired difference
+    pooled = read_json(tmp_path / "metrics/evaluate/pooled.json")
+    no_transfer = [NO_TRANSFER, "kd_selected_no_transfer_seed1", "kd_selected_no_transfer_seed2"]
+    teacher = ev.roles["best_teacher"]
+    pooled_part = text.split("## Comparisons pooled over seeds (headline)")[1].split("\n## ")[0]
+    for key, title, a_models, b_models in (
+        ("kd_gain", "KD gain:", kd_models, scratch_models),
+        ("student_vs_teacher", "Student vs teacher:", kd_models, [teacher] * 3),
+        ("transfer", "Transfer set:", kd_models, no_transfer),
+    ):
+        assert pooled[key]["a_models"] == ",".join(a_models)
+        assert pooled[key]["b_models"] == ",".join(dict.fromkeys(b_models))
+        row = next(
+            line
+            for line in pooled_part.splitlines()
+            if line.startswith(f"| {title}") and "| ROC-AUC |" in line
+        )
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2] == "3"
+        delta = np.mean(
+            [m[x]["roc_auc"] - m[y]["roc_auc"] for x, y in zip(a_models, b_models, strict=True)]
+        )
+        assert float(cells[3].replace("−", "-")) == pytest.approx(delta, abs=1e-4), row
+        assert cells[7] == f"{pooled[key]['roc_auc_mde']:.4f}"
+
     line = re.compile(
-        r"^- ΔROC-AUC = ([+−]\d\.\d{4}) \(95 % CI [+−]\d\.\d{4}\.\.[+−]\d\.\d{4}\), p = \d", re.M
+        r"^- ΔROC-AUC = ([+−]\d\.\d{4}) \(95 % CI [+−]\d\.\d{4}\.\.[+−]\d\.\d{4}\), "
+        r"p [=<] \d[^,]*, MDE \d\.\d{4} — ",
+        re.M,
     )
     kd_part = text.split("## KD gain over the scratch student")[1].split("\n## ")[0]
-    st_part = text.split("## Student vs teacher")[1].split("\n## ")[0]
-    teacher = ev.roles["best_teacher"]
+    st_part = text.split("## Student vs teacher\n")[1].split("\n## ")[0]
     transfer = text.split("## Transfer set")[1].split("\n## ")[0]
     effect, without = transfer.split("KD gain without the transfer set:")
     assert "Effect of the transfer set" in effect

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from melanoma_kd.catalog import EvaluationFiles
+from melanoma_kd.catalog import EvaluationFiles, model_specs
 from melanoma_kd.evaluate import evaluate_all, save_evaluation
 from melanoma_kd.io import read_json, write_json
 from melanoma_kd.plots import write_plot_data
@@ -75,7 +75,8 @@ def _run(root: Path, out: str, **extra: str) -> str:
 def test_report_has_every_model_and_the_kd_gain_line(workdir: Path) -> None:
     text = _run(workdir, "reports/summary.md")
     metrics = {p.stem: read_json(p) for p in (workdir / EVAL / "models").glob("*.json")}
-    assert len(metrics) == 10  # 2 teachers, scratch, 4 KD points, 2 ONNX, KD w/o transfer
+    # teachers, scratch, KD points, 4 ONNX (KD student and best teacher, fp32/INT8), KD w/o transfer
+    assert set(metrics) == {s.name for s in model_specs(RAW)}
     for name, m in metrics.items():
         row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
         assert f"{m['roc_auc']:.4f} [{m['roc_auc_ci_lo']:.4f}, {m['roc_auc_ci_hi']:.4f}]" in row
@@ -86,6 +87,7 @@ def test_report_has_every_model_and_the_kd_gain_line(workdir: Path) -> None:
     assert f"{gain['roc_auc_delta']:+.4f}".replace("-", "−") in match.group(0)
     assert f"`{SELECTED}` was selected by the select_student stage on validation" in text
     assert "| 4 | 0.5 | response |" in text and "**yes**" in text
+    assert "| — | 0.5 | feature |" in text  # feature KD: one row per alpha, no temperature
 
 
 def test_report_is_byte_identical_across_runs(workdir: Path) -> None:
@@ -120,7 +122,7 @@ def test_baselines_and_benchmark_fill_their_cells(workdir: Path, tmp_path: Path)
 
     def runtime(size: float, p50: float) -> dict:
         cell = {"p50_ms": p50, "p90_ms": p50 * 1.1, "mean_ms": p50, "runs": 10}
-        return {"size_mb": size, "threads_1": cell, "threads_all": cell}
+        return {"size_mb": size, "threads_1": cell, "threads_2": cell}
 
     write_json(
         tmp_path / "benchmark.json",
@@ -134,7 +136,11 @@ def test_baselines_and_benchmark_fill_their_cells(workdir: Path, tmp_path: Path)
                 },
                 "student_kd_224": {"image_size": 224, "ort_fp32": runtime(6.1, 1.6)},
                 "student_scratch": {"image_size": 64, "ort_fp32": runtime(6.1, 0.51)},
-                "teacher_resnet18": {"image_size": 64, "ort_fp32": runtime(44.7, 2.5)},
+                "teacher_best": {
+                    "image_size": 64,
+                    "ort_fp32": runtime(44.7, 2.5),
+                    "ort_int8": runtime(11.2, 1.1),
+                },
             },
         },
     )
@@ -151,8 +157,10 @@ def test_baselines_and_benchmark_fill_their_cells(workdir: Path, tmp_path: Path)
     rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| `")}
     assert rows[f"| `{SELECTED}`"].endswith("| 6.10 | 0.500 | 1.600 |")
     assert rows["| `kd_onnx_int8`"].endswith("| 1.70 | 0.400 | — |")
-    assert rows["| `teacher_resnet18`"].endswith("| 44.70 | 2.500 | — |")
-    assert rows["| `teacher_efficientnet_b0`"].endswith("| — | — | — |")  # not benchmarked
+    assert rows[f"| `{TEACHER}`"].endswith("| 44.70 | 2.500 | — |")  # best on val: exported
+    assert rows["| `teacher_onnx_fp32`"].endswith("| 44.70 | 2.500 | — |")
+    assert rows["| `teacher_onnx_int8`"].endswith("| 11.20 | 1.100 | — |")
+    assert rows["| `teacher_resnet18`"].endswith("| — | — | — |")  # not exported
     assert rows["| `kd_1-0.5-response`"].endswith("| — | — | — |")  # grid point not exported
 
 

@@ -43,7 +43,9 @@ def test_student_runs_main_replicate_and_ablation() -> None:
     n = PARAMS.distill.transfer_images
     assert n > 0  # the default profile has a transfer set
     point = parse_point("4-0.5-response")
-    values = {"temperature": 4.0, "alpha": 0.5, "method": "response"}
+    values = {"alpha": 0.5, "method": "response", "temperature": 4.0}
+    feature = parse_point("0.9-feature")
+    feature_values = {"alpha": 0.9, "method": "feature"}  # no temperature: none recorded/hashed
     cases = {
         "scratch": (
             student_run(PARAMS),
@@ -87,12 +89,21 @@ def test_student_runs_main_replicate_and_ablation() -> None:
                 "params_hash": _hash(STUDENT_SECTIONS, **values),
             },
         ),
+        "feature kd": (
+            student_run(PARAMS, feature),
+            {
+                "role": "distilled",
+                **feature_values,
+                "transfer_images": n,
+                "params_hash": _hash(STUDENT_SECTIONS, **feature_values, transfer_images=n),
+            },
+        ),
     }
     for name, (run, record) in cases.items():
         assert list(run.record.items()) == list(record.items()), name
     runs = {name: run for name, (run, _) in cases.items()}
-    assert [r.uses_transfer for r in runs.values()] == [False, True, False, True, False]
-    assert [r.seed for r in runs.values()] == [None, None, 1, 1, None]
+    assert [r.uses_transfer for r in runs.values()] == [False, True, False, True, False, True]
+    assert [r.seed for r in runs.values()] == [None, None, 1, 1, None, None]
     assert runs["kd"].point == point and runs["scratch"].point is None
     # the main seed is the main run, not a replicate of it
     assert student_run(PARAMS, point, seed=PARAMS.train.seed) == runs["kd"]
@@ -102,7 +113,7 @@ def test_without_a_transfer_set_the_ablation_hash_is_the_main_runs() -> None:
     params = PARAMS.model_copy(
         update={"distill": PARAMS.distill.model_copy(update={"transfer_images": 0})}
     )
-    point = parse_point("1-0.9-feature")
+    point = parse_point("0.9-feature")
     main, ablation = student_run(params, point), student_run(params, point, use_transfer=False)
     assert main.params_hash == ablation.params_hash and not main.uses_transfer
     assert "transfer_images" not in main.record and ablation.record["transfer_images"] == 0
@@ -110,12 +121,21 @@ def test_without_a_transfer_set_the_ablation_hash_is_the_main_runs() -> None:
 
 def test_kd_point_from_values() -> None:
     assert kd_point(4.0, 0.5, "response") == parse_point("4-0.5-response")
-    assert kd_point(2, 0.9, "feature").key == "2-0.9-feature"
-    with pytest.raises(UserError, match=r"^distill\.method: unknown method 'magic'"):
+    assert kd_point(None, 0.9, "feature") == parse_point("0.9-feature")
+    assert kd_point(None, 0.9, "feature").key == "0.9-feature"
+    assert kd_point(4, 0.5, "response").label == "KD response, T=4, α=0.5"
+    assert kd_point(None, 0.9, "feature").label == "KD feature, α=0.9"
+    with pytest.raises(UserError, match=r"^distill: unknown KD method 'magic'"):
         kd_point(1.0, 0.5, "magic")
+    with pytest.raises(UserError, match=r"^distill: feature KD takes no temperature"):
+        kd_point(2, 0.9, "feature")
+    with pytest.raises(UserError, match=r"^distill: response KD needs a temperature"):
+        kd_point(None, 0.9, "response")
     for t, a in ((1.0, 1.5), (0.0, 0.5), (float("inf"), 0.5)):
         with pytest.raises(UserError, match=r"^distill: need 0 <= alpha <= 1 and temperature > 0"):
             kd_point(t, a, "response")
+    with pytest.raises(UserError, match=r"^distill: need 0 <= alpha <= 1"):
+        kd_point(None, -0.1, "feature")
 
 
 def test_run_identity_is_built_only_in_runs_py() -> None:

@@ -81,20 +81,20 @@ def test_select_student_uses_validation_pauc_then_auc_then_name(tmp_path: Path) 
     _summary(tmp_path, "1-0.5-response", 0.10, 0.80)
     _summary(tmp_path, "2-0.5-response", 0.10, 0.85)
     # best on holdout, worse on validation: must not be chosen
-    _summary(tmp_path, "4-0.9-feature", 0.09, 0.99, holdout_pauc=0.2)
+    _summary(tmp_path, "0.9-feature", 0.09, 0.99, holdout_pauc=0.2)
     assert select_student(tmp_path) == "2-0.5-response"
     _summary(tmp_path, "0-0.5-response", 0.10, 0.85)  # exact tie -> name order
     assert select_student(tmp_path) == "0-0.5-response"
     ranking = rank_students(tmp_path)
-    assert [r["point"] for r in ranking][-1] == "4-0.9-feature"
+    assert [r["point"] for r in ranking][-1] == "0.9-feature"
 
 
 def test_select_student_restricted_to_the_current_grid(tmp_path: Path) -> None:
     _summary(tmp_path, "1-0.5-response", 0.10, 0.80)
     _summary(tmp_path, "9-0.5-response", 0.19, 0.99)  # a stale point no longer in params
     assert select_student(tmp_path, ["1-0.5-response"]) == "1-0.5-response"
-    with pytest.raises(UserError, match=r"2-0\.9-feature"):
-        select_student(tmp_path, ["1-0.5-response", "2-0.9-feature"])
+    with pytest.raises(UserError, match=r"0\.9-feature"):
+        select_student(tmp_path, ["1-0.5-response", "0.9-feature"])
 
 
 def test_select_student_bad_summaries(tmp_path: Path) -> None:
@@ -109,11 +109,16 @@ def test_select_student_bad_summaries(tmp_path: Path) -> None:
 
 def _select_stage(root: Path, grid: list[str]) -> subprocess.CompletedProcess[str]:
     """``stages/select_student.py`` run in ``root`` with a params file whose grid is ``grid``
-    (points ``T-alpha-method``; every combination of their values)."""
+    (points ``T-alpha-response``, every T x alpha of them, and ``alpha-feature``; floats, so
+    YAML and DVC spell ``1.0`` as ``1.0``)."""
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    axes = [sorted({float(p.split("-")[i]) for p in grid}) for i in (0, 1)]
-    methods = sorted({p.split("-")[2] for p in grid})
-    raw["distill"] |= {"temperature": axes[0], "alpha": axes[1], "method": methods}
+    response = [p.split("-") for p in grid if p.endswith("-response")]
+    feature = [p.split("-") for p in grid if p.endswith("-feature")]
+    raw["distill"]["response"] = {
+        "temperature": sorted({float(t) for t, _, _ in response}),
+        "alpha": sorted({float(a) for _, a, _ in response}),
+    }
+    raw["distill"]["feature"]["alpha"] = sorted({float(a) for a, _ in feature})
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return stage(
         "select_student.py",
@@ -123,29 +128,34 @@ def _select_stage(root: Path, grid: list[str]) -> subprocess.CompletedProcess[st
     )
 
 
-def test_select_student_stage_records_the_best_point_on_validation(tmp_path: Path) -> None:
+@pytest.mark.parametrize("best", ["1.0-0.5-response", "0.5-feature"])
+def test_select_student_stage_records_the_best_point_on_validation(
+    tmp_path: Path, best: str
+) -> None:
+    grid = ["1.0-0.5-response", "0.5-feature"]
     runs = tmp_path / "metrics" / "distill"
-    _runs(runs, {"1.0-0.5-response": (0.10, 0.90), "1.0-0.5-feature": (0.12, 0.70)})
+    _runs(runs, {p: (0.12, 0.70) if p == best else (0.10, 0.90) for p in grid})
     _runs(runs, {"9.0-0.5-response": (0.19, 0.99)})  # stale: not in the grid any more
-    proc = _select_stage(tmp_path, ["1.0-0.5-response", "1.0-0.5-feature"])
+    proc = _select_stage(tmp_path, grid)
     assert proc.returncode == 0, proc.stderr
-    assert "1.0-0.5-feature" in proc.stdout
+    assert best in proc.stdout
     out = tmp_path / "models" / "selected_student.json"
     assert json.loads(out.read_text()) == {
-        "point": "1.0-0.5-feature",
+        "point": best,
         "val_pauc": 0.12,
         "val_roc_auc": 0.70,
-        "checkpoint": "models/distill/1.0-0.5-feature.pt",
+        "checkpoint": f"models/distill/{best}.pt",
         "candidates": 2,
         "selected_on": RULE,
     }
-    assert read_selected(out).key == "1.0-0.5-feature"  # what export and the replicates read
+    # what export, the ablation and the replicates read: the key as DVC spells it
+    assert read_selected(out).key == best
 
 
 def test_select_student_stage_missing_summary_is_one_line(tmp_path: Path) -> None:
     _runs(tmp_path / "metrics" / "distill", {"1.0-0.5-response": (0.10, 0.90)})
-    proc = _select_stage(tmp_path, ["1.0-0.5-response", "1.0-0.5-feature"])
-    assert_one_line_error(proc, "1.0-0.5-feature/summary.json", "not found")
+    proc = _select_stage(tmp_path, ["1.0-0.5-response", "0.5-feature"])
+    assert_one_line_error(proc, "0.5-feature/summary.json", "not found")
     assert not (tmp_path / "models" / "selected_student.json").exists()
 
 

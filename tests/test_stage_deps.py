@@ -60,9 +60,16 @@ def test_foreach_and_matrix_are_expanded(stages: dict[str, Stage]) -> None:
     for arch in params["teachers"]["archs"]:
         assert f"train_teacher@{arch}" in stages
         assert f"--arch {arch} " in stages[f"train_teacher@{arch}"].cmd
-    points = itertools.product(d["temperature"], d["alpha"], d["method"])
-    names = {f"distill@{t}-{a}-{m}" for t, a, m in points}
-    assert names == {n for n in stages if n.startswith("distill@")}
+    r, f = d["response"], d["feature"]
+    response = {
+        f"distill_response@{t}-{a}": f"--point {t}-{a}-response "
+        for t, a in itertools.product(r["temperature"], r["alpha"])
+    }
+    assert response.keys() == {n for n in stages if n.startswith("distill_response@")}
+    feature = {f"distill_feature@{a}": f"--point {a}-feature " for a in f["alpha"]}
+    assert feature.keys() == {n for n in stages if n.startswith("distill_feature@")}
+    for name, flag in (response | feature).items():
+        assert flag in stages[name].cmd, name
     assert all("${" not in s.cmd and not any("${" in p for p in s.deps) for s in stages.values())
 
 

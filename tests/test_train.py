@@ -119,11 +119,15 @@ def _scripted_validate(paucs: list[float], calls: list[int]):
 
 
 def _fit_scripted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, paucs: list[float], **cfg: object
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    paucs: list[float],
+    n_train: int = 8,
+    **cfg: object,
 ):
     calls: list[int] = []
     monkeypatch.setattr(train_mod, "validate", _scripted_validate(paucs, calls))
-    train = CacheDataset(_separable_cache(tmp_path / "train.h5", 8, 16))
+    train = CacheDataset(_separable_cache(tmp_path / "train.h5", n_train, 16))
     val = CacheDataset(_separable_cache(tmp_path / "val.h5", 4, 16))
     best: list[tuple[int, float, float]] = []
     lrs: list[float] = []
@@ -143,7 +147,9 @@ def test_on_best_at_strict_improvements_and_early_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     paucs = [0.10, 0.05, 0.12, 0.12, 0.11, 0.30, 0.50]
-    result, best, calls, _ = _fit_scripted(tmp_path, monkeypatch, paucs, patience=2)
+    result, best, calls, _ = _fit_scripted(
+        tmp_path, monkeypatch, paucs, schedule="plateau", patience=2
+    )
     # New best at epochs 0 and 2; epoch 3 only ties (not strict) and epoch 4 is worse: two stale
     # epochs = patience, so training stops after epoch 4 and never sees 0.30.
     assert best == [(0, 0.10, 0.0), (2, 0.12, 2.0)]  # scores are that epoch's validation scores
@@ -154,11 +160,53 @@ def test_on_best_at_strict_improvements_and_early_stop(
 
 def test_plateau_schedule_follows_val_pauc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     paucs = [0.10, 0.05, 0.12, 0.12, 0.11, 0.30, 0.50]
-    result, best, _, lrs = _fit_scripted(tmp_path, monkeypatch, paucs, patience=10, lr_patience=1)
+    result, best, _, lrs = _fit_scripted(
+        tmp_path, monkeypatch, paucs, schedule="plateau", patience=10, lr_patience=1
+    )
     assert [b[0] for b in best] == [0, 2, 5, 6]
     assert result["epochs_run"] == 7 and result["best_epoch"] == 7
     # pAUC (mode max) is stale after epochs 3 and 4 > lr_patience=1, so the lr halves after epoch 4.
     assert lrs == [0.1] * 5 + [0.05] * 2
+
+
+def test_warmup_cosine_factors() -> None:
+    """Linear warmup (step + 1) / w, then 0.5 · (1 + cos(π · k / span)), k = step − w,
+    span = total − w, held at 0 after the end."""
+    f = train_mod.warmup_cosine(2, 6)  # span 4
+    expected = [
+        1 / 2,  # warmup
+        2 / 2,
+        0.5 * (1 + 1.0),  # k = 0: cos 0
+        0.5 * (1 + 0.7071067811865476),  # k = 1: cos(π/4)
+        0.5 * (1 + 0.0),  # k = 2: cos(π/2)
+        0.5 * (1 - 0.7071067811865476),  # k = 3: cos(3π/4)
+        0.0,  # k = 4: cos π
+        0.0,  # past the end
+    ]
+    assert [f(step) for step in range(8)] == pytest.approx(expected, abs=1e-12)
+    g = train_mod.warmup_cosine(0, 3)  # no warmup: decay from the first step
+    assert [g(step) for step in range(4)] == pytest.approx([1.0, 0.75, 0.25, 0.0], abs=1e-12)
+    h = train_mod.warmup_cosine(3, 3)  # all warmup: the span is clamped to one step
+    assert [h(step) for step in range(5)] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0, 0.0])
+
+
+def test_cosine_keeps_the_final_weights_and_never_stops_early(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the best validation pAUC is at epoch 1 and later epochs only get worse (more than
+    # patience stale epochs): plateau would stop and keep epoch 1; cosine trains every epoch
+    # and keeps the last one
+    paucs = [0.10, 0.30, 0.12, 0.11, 0.05]
+    result, best, calls, lrs = _fit_scripted(
+        tmp_path, monkeypatch, paucs, n_train=16, schedule="cosine", warmup_epochs=2, patience=1
+    )
+    assert calls == [0, 1, 2, 3, 4]
+    assert best == [(4, 0.05, 4.0)]  # on_best once, with the last epoch's validation scores
+    assert result["epochs_run"] == 5 and result["best_epoch"] == 5  # 1-based
+    assert result["val_pauc"] == 0.05 and result["val_roc_auc"] == pytest.approx(0.55)
+    # 16 images / batch 8 = 2 steps per epoch: warmup 4 steps, span 6; the lr logged after
+    # epoch e is 0.1 · factor(2 (e + 1)): 3/4, then cos(0), cos(π/3), cos(2π/3), cos(π) decay
+    assert lrs == pytest.approx([0.075, 0.1, 0.075, 0.025, 0.0], abs=1e-9)
 
 
 def _train_once(tmp_path: Path, seed: int) -> dict[str, torch.Tensor]:
@@ -252,9 +300,11 @@ def test_cached_teacher_outputs_equal_a_live_forward(tmp_path: Path, teacher_siz
                 _, feats = pooled_taps(model, x, STAGES)
             got = cached.batch(torch.tensor([i]))
             assert live.abs().max() > 1e-2
-            torch.testing.assert_close(got["logits"], live, atol=1e-5, rtol=0)
+            # stored float16: rounding adds at most 2^-11 relative (rtol 2^-10 leaves room for
+            # the 1e-6-level float32 differences between the cached and the live forward)
+            torch.testing.assert_close(got["logits"], live, atol=1e-5, rtol=2**-10)
             for f_cached, f_live in zip(got["features"], feats, strict=True):
-                torch.testing.assert_close(f_cached, f_live, atol=1e-5, rtol=0)
+                torch.testing.assert_close(f_cached, f_live, atol=1e-5, rtol=2**-10)
         per_epoch.append(cached.batch(torch.arange(len(ds)))["logits"].clone())
     assert not torch.equal(per_epoch[0], per_epoch[1])  # each epoch has its own views
     with pytest.raises(UserError, match="2 epochs"):

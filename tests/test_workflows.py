@@ -93,16 +93,21 @@ def test_interrupted_stage_leaves_no_partial_output_and_forced_rerun_is_identica
 def test_experiments_run_show_and_queue(tiny_repo: Path, tiny_remote: Path, tmp_path: Path) -> None:
     repo = clone(tiny_repo, tmp_path / "exp")
     run(repo, "dvc", "pull")
-    # Each experiment trains its new grid points (the `distill` stages) only: what runs after
-    # them (export, quantize, evaluate, report) is the code the session's reproduction ran on the
-    # committed grid, and `dvc exp` is the same whether it stops there or not.
-    run(repo, "dvc", "exp", "run", "-S", "distill.alpha=[0.7]", "-n", "alpha07", "distill")
+    # Each experiment trains its new grid points (the `distill_response` / `distill_feature`
+    # stages) only: what runs after them (export, quantize, evaluate, report) is the code the
+    # session's reproduction ran on the committed grid, and `dvc exp` is the same whether it
+    # stops there or not.
+    set_alpha = ("-S", "distill.response.alpha=[0.7]", "-n", "alpha07")
+    run(repo, "dvc", "exp", "run", *set_alpha, "distill_response")
     shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
     text = json.dumps(shown)
     assert "alpha07" in text and "2-0.7-response" in text
 
-    for alpha in ("0.3", "0.6"):
-        run(repo, "dvc", "exp", "run", "--queue", "-S", f"distill.alpha=[{alpha}]", "distill")
+    for edit, stages in (
+        ("distill.response.alpha=[0.3]", "distill_response"),
+        ("distill.feature.alpha=[0.6]", "distill_feature"),
+    ):
+        run(repo, "dvc", "exp", "run", "--queue", "-S", edit, stages)
     run(repo, "dvc", "queue", "start", "-j", "2")
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:

@@ -1,7 +1,7 @@
 """What the pipeline makes and where it lives: the one catalogue of models, KD grid points and
 their names, read by the stages, evaluation, the report and the plots.
 
-Names follow ``dvc.yaml``: a KD grid point is DVC's matrix ``${key}`` (``T-alpha-method``), built
+Names follow ``dvc.yaml``: a KD grid point is ``<T>-<alpha>-response`` or ``<alpha>-feature``, built
 here from the raw params (:func:`kd_points`) and parsed back only from the select_student
 stage's record (:func:`read_selected`). The evaluation's files, which the evaluate stage
 writes and the plot and report stages read, are laid out once, in :class:`EvaluationFiles`.
@@ -10,6 +10,7 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -38,29 +39,52 @@ ROLE_LABELS: dict[str, str] = {
 SCRATCH = "student_scratch"
 ONNX_FP32 = "kd_onnx_fp32"
 ONNX_INT8 = "kd_onnx_int8"
-REPLICATE_BASES: tuple[str, ...] = ("scratch", "kd")  # what a seed replicate retrains
+TEACHER_ONNX_FP32 = "teacher_onnx_fp32"  # the teacher best on validation, exported
+TEACHER_ONNX_INT8 = "teacher_onnx_int8"
+# Exported files, ``models/onnx/<stem>.onnx``: the selected KD student and the teacher best on
+# validation (export_student / export_teacher), each with ``<stem>_int8.onnx`` (quantize /
+# quantize_teacher) and the latency-only copies ``<stem>_<deploy_size>[_int8].onnx``.
+STUDENT_STEM = "student_kd"
+TEACHER_STEM = "teacher_best"
+# The deployment Pareto (benchmark stage): (family, precision) -> exported file stem and the
+# evaluation's name of that model.
+DEPLOYED: dict[tuple[str, str], tuple[str, str]] = {
+    ("teacher", "fp32"): (TEACHER_STEM, TEACHER_ONNX_FP32),
+    ("teacher", "int8"): (TEACHER_STEM, TEACHER_ONNX_INT8),
+    ("student", "fp32"): (STUDENT_STEM, ONNX_FP32),
+    ("student", "int8"): (STUDENT_STEM, ONNX_INT8),
+}
+REPLICATE_BASES: tuple[str, ...] = ("scratch", "kd", "no_transfer")  # a seed replicate retrains
 NO_TRANSFER = "kd_selected_no_transfer"  # the selected KD point retrained without transfer set
 
 
 def parse_point(key: str) -> KDPoint:
-    """``"4-0.5-response"`` → :class:`KDPoint`; numbers may contain ``-`` (``1e-05``)."""
+    """``"4-0.5-response"`` / ``"0.5-feature"`` → :class:`KDPoint`; numbers may contain ``-``
+    (``1e-05``). The key is kept as spelled (``1.0-0.5-response``): it is DVC's name of the
+    stage's outputs."""
     head, _, method = key.rpartition("-")
     if method not in KD_METHODS:
         raise UserError(
             f"KD point {key!r}: unknown method {method!r} (known: {sorted(KD_METHODS)})"
         )
-    splits = []
-    for i, ch in enumerate(head):
-        if ch != "-":
-            continue
-        try:
-            splits.append((float(head[:i]), float(head[i + 1 :])))
-        except ValueError:
-            continue
-    ok = [(t, a) for t, a in splits if t > 0 and 0 <= a <= 1 and math.isfinite(t)]
-    if len(ok) != 1:
-        raise UserError(f"KD point {key!r}: expected <temperature>-<alpha>-<method>")
-    return kd_point(ok[0][0], ok[0][1], method, key)
+    try:
+        if method == "feature":
+            return dataclasses.replace(kd_point(None, float(head), method), key=key)
+        splits = []
+        for i, ch in enumerate(head):
+            if ch != "-":
+                continue
+            try:
+                splits.append((float(head[:i]), float(head[i + 1 :])))
+            except ValueError:
+                continue
+        ok = [(t, a) for t, a in splits if t > 0 and 0 <= a <= 1 and math.isfinite(t)]
+        if len(ok) != 1:
+            raise ValueError(key)
+        return dataclasses.replace(kd_point(ok[0][0], ok[0][1], method), key=key)
+    except ValueError:
+        form = "<alpha>-feature" if method == "feature" else "<temperature>-<alpha>-response"
+        raise UserError(f"KD point {key!r}: expected {form}") from None
 
 
 def read_selected(path: str | Path) -> KDPoint:
@@ -84,7 +108,7 @@ class ModelSpec:
     kind: Kind
     path: Path
     run_dir: Path | None = None  # metrics/<group>/<name>: summary.json and dvclive curves
-    point: tuple[str, str, str] | None = None  # KD grid point (T, alpha, method) as DVC names it
+    point: KDPoint | None = None  # KD grid point
     seed: int | None = None  # seed replicates: the init/shuffle seed
     base: str | None = None  # seed replicates: "scratch" or "kd" (the selected point)
 
@@ -96,26 +120,27 @@ def dvc_str(value: object) -> str:
     return str(value)
 
 
-def kd_points(distill: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """Grid points ``(T, alpha, method)`` in DVC matrix order, named from the raw YAML values."""
-    try:
-        axes = [distill[k] for k in ("temperature", "alpha", "method")]
-    except KeyError as exc:
-        raise UserError(f"params: distill.{exc.args[0]} is missing") from None
-    for key, axis in zip(("temperature", "alpha", "method"), axes, strict=True):
-        if not isinstance(axis, list) or not axis:
-            raise UserError(f"params: distill.{key} must be a non-empty list, got {axis!r}")
-    return [tuple(dvc_str(v) for v in p) for p in itertools.product(*axes)]  # type: ignore[misc]
-
-
-def point_key(point: Sequence[str]) -> str:
-    """``T-alpha-method``: the ``${key}`` DVC gives a distill grid point."""
-    return "-".join(point)
+def kd_points(distill: Mapping[str, Any]) -> list[str]:
+    """Grid point keys in DVC order — ``distill_response`` (matrix T x alpha:
+    ``<T>-<alpha>-response``) then ``distill_feature`` (foreach alpha: ``<alpha>-feature``) —
+    named from the raw YAML values as DVC spells them."""
+    axes = []
+    for path in ("response.temperature", "response.alpha", "feature.alpha"):
+        section, key = path.split(".")
+        axis = (distill.get(section) or {}).get(key, None)
+        if not isinstance(axis, list):
+            raise UserError(f"params: distill.{path} must be a list, got {axis!r}")
+        axes.append(axis)
+    temps, alphas, feature = axes
+    keys = [f"{dvc_str(t)}-{dvc_str(a)}-response" for t, a in itertools.product(temps, alphas)]
+    return keys + [f"{dvc_str(a)}-feature" for a in feature]
 
 
 def replicate_name(base: str, seed: int) -> str:
-    """Report name of a seed replicate: ``student_scratch_seed1``, ``kd_selected_seed1``."""
-    return f"{SCRATCH if base == 'scratch' else 'kd_selected'}_seed{seed}"
+    """Report name of a seed replicate: ``student_scratch_seed1``, ``kd_selected_seed1``,
+    ``kd_selected_no_transfer_seed1``."""
+    prefix = {"scratch": SCRATCH, "kd": "kd_selected", "no_transfer": NO_TRANSFER}[base]
+    return f"{prefix}_seed{seed}"
 
 
 def replicate_seeds(raw_params: Mapping[str, Any]) -> list[int]:
@@ -138,8 +163,9 @@ def model_specs(
     models_dir: str | Path = "models",
     metrics_root: str | Path = "metrics",
 ) -> list[ModelSpec]:
-    """Every model in report order: teachers, scratch, KD grid, ONNX fp32/INT8, the selected KD
-    point without transfer set, seed replicates."""
+    """Every model in report order: teachers, scratch, KD grid, ONNX fp32/INT8 (the selected KD
+    student, then the teacher best on validation), the selected KD point without transfer set,
+    seed replicates."""
     models, runs = Path(models_dir), Path(metrics_root)
     archs = raw_params.get("teachers", {}).get("archs")
     if not isinstance(archs, list) or not archs:
@@ -163,8 +189,7 @@ def model_specs(
             runs / "student" / "scratch",
         )
     )
-    for point in kd_points(raw_params.get("distill", {})):
-        key = point_key(point)
+    for key in kd_points(raw_params.get("distill", {})):
         specs.append(
             ModelSpec(
                 f"kd_{key}",
@@ -172,11 +197,16 @@ def model_specs(
                 "torch",
                 models / "distill" / f"{key}.pt",
                 runs / "distill" / key,
-                point,
+                parse_point(key),
             )
         )
-    specs.append(ModelSpec(ONNX_FP32, "onnx", "onnx", models / "onnx" / "student_kd.onnx"))
-    specs.append(ModelSpec(ONNX_INT8, "onnx", "onnx", models / "onnx" / "student_kd_int8.onnx"))
+    onnx_dir = models / "onnx"
+    specs += [
+        ModelSpec(ONNX_FP32, "onnx", "onnx", onnx_dir / f"{STUDENT_STEM}.onnx"),
+        ModelSpec(ONNX_INT8, "onnx", "onnx", onnx_dir / f"{STUDENT_STEM}_int8.onnx"),
+        ModelSpec(TEACHER_ONNX_FP32, "onnx", "onnx", onnx_dir / f"{TEACHER_STEM}.onnx"),
+        ModelSpec(TEACHER_ONNX_INT8, "onnx", "onnx", onnx_dir / f"{TEACHER_STEM}_int8.onnx"),
+    ]
     specs.append(
         ModelSpec(
             NO_TRANSFER,
@@ -230,6 +260,7 @@ class EvaluationFiles:
     student_vs_teacher = _in_root("student_vs_teacher.json", "KD student minus teacher (paired)")
     seeds = _in_root("seed_replicates.json", "mean and sd over the seed replicates")
     transfer = _in_root("transfer_ablation.json", "KD with minus without the transfer set")
+    pooled = _in_root("pooled.json", "KD gain, student vs teacher, transfer: pooled over seeds")
     ablation = _in_root("kd_ablation.csv", "validation metrics per KD grid point")
     hard_cases = _in_root("hard_cases.csv", "the images of the hard-case grids")
 

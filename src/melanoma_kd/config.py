@@ -44,6 +44,10 @@ class DataParams(Section):
         default_factory=lambda: ["HAM10000_images_part_1", "HAM10000_images_part_2"]
     )
     on_bad_image: Literal["fail", "skip"] = "fail"
+    # Patient-grouped negative subsampling at ingest (data/split.py): keep every melanoma image
+    # and whole patients, at most this many benign images; None = keep everything.
+    max_negatives: PositiveInt | None = None
+    subsample_seed: NonNegInt = 0
 
 
 class GenerateParams(Section):
@@ -55,9 +59,20 @@ class GenerateParams(Section):
     max_lesions_per_patient: PositiveInt = 3
     max_images_per_lesion: PositiveInt = 3
     hair_fraction: Fraction = 0.3
+    hair_thin: Fraction = 0.15  # shares of the hairy images per hair type (the rest: dark)
+    hair_grey: Fraction = 0.15
+    hair_blond: Fraction = 0.15
+    ruler_fraction: Fraction = 0.1  # images with a ruler's ink marks (removed like hair)
+    bubble_fraction: Fraction = 0.1  # images with air bubbles (not hair: left in place)
     label_noise: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.02
     jpeg_quality: Annotated[int, Field(ge=50, le=100)] = 92
     seed: NonNegInt = 0
+
+    @model_validator(mode="after")
+    def _hair_shares_fit(self) -> GenerateParams:
+        if self.hair_thin + self.hair_grey + self.hair_blond > 1 + 1e-9:
+            raise ValueError("hair_thin + hair_grey + hair_blond must be <= 1")
+        return self
 
 
 class SplitParams(Section):
@@ -78,10 +93,45 @@ class SplitParams(Section):
         return self
 
 
+class ShapeDetectorParams(Section):
+    """The ``shape`` hair detector (``melanoma_kd.data.hair``): black-hat, an oriented line
+    filter with hysteresis, a pixel threshold relative to the local ridge, and component shape.
+    Defaults chosen on train images only (``python -m melanoma_kd.data.hair_tuning``)."""
+
+    blackhat_kernel: Annotated[int, Field(ge=3, le=51)] = 7
+    threshold: Annotated[int, Field(ge=1, le=255)] = 15  # black-hat grey levels
+    line_length: Annotated[int, Field(ge=3, le=51)] = 13  # px, odd
+    line_angles: Annotated[int, Field(ge=2, le=64)] = 24
+    line_threshold: Annotated[float, Field(gt=0.0)] = 12.0  # line response that seeds a hair
+    line_threshold_low: Annotated[float, Field(gt=0.0)] = 6.0  # ... that extends one
+    line_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.35  # seed: line / local ridge max
+    relative_threshold: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.3  # of the local ridge max
+    min_length: NonNegInt = 12  # px, longest bounding-box side of a kept component
+    long_length: PositiveInt = 30  # px; components this long are hair whatever their shape
+    min_elongation: Annotated[float, Field(ge=1.0)] = 4.0  # sqrt of the moments' eigen-ratio
+    max_hole: NonNegInt = 3  # px enclosed by a short component (rings, network cells)
+    mesh_cell: PositiveInt = 40  # px: holes up to this size are network cells ...
+    max_cells: NonNegInt = 6  # ... and a component with more of them is network
+    dilate: NonNegInt = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ShapeDetectorParams:
+        if self.line_length % 2 == 0:
+            raise ValueError("shape.line_length must be odd")
+        if self.line_threshold_low > self.line_threshold:
+            raise ValueError("shape.line_threshold_low must be <= shape.line_threshold")
+        return self
+
+
 class PreprocessParams(Section):
-    """Hair removal: black-hat morphology, threshold, dilation, Telea inpainting."""
+    """Hair removal: a hair detector, then Telea inpainting of its mask.
+
+    ``detector: reference`` is the published black-hat → threshold → drop short → dilate
+    pipeline (the flat keys below); ``shape`` rejects non-hair detections (``shape`` section).
+    """
 
     hair_removal: bool = True
+    detector: Literal["reference", "shape"] = "shape"
     blackhat_kernel: Annotated[int, Field(ge=3, le=51)] = 9
     kernel_shape: Literal["ellipse", "cross", "rect"] = "ellipse"
     threshold: Annotated[int, Field(ge=1, le=255)] = 30
@@ -90,6 +140,7 @@ class PreprocessParams(Section):
     inpaint_radius: Annotated[int, Field(ge=1, le=20)] = 3
     workers: NonNegInt = 0  # 0 = all cores
     chunk_size: PositiveInt = 32
+    shape: ShapeDetectorParams = Field(default_factory=ShapeDetectorParams)
 
 
 class CacheParams(Section):
@@ -122,9 +173,14 @@ class TrainParams(Section):
     focal_alpha: Fraction = 0.75
     focal_gamma: Annotated[float, Field(ge=0.0, le=10.0)] = 2.0
     balanced_sampler: bool = False
-    patience: PositiveInt = 5
-    lr_patience: NonNegInt = 2
-    lr_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    # cosine: linear warmup for warmup_epochs, cosine decay to zero per step, the FINAL weights
+    #   are the run's checkpoint (no picking on validation).
+    # plateau: ReduceLROnPlateau + early stopping on validation pAUC, the best epoch's weights.
+    schedule: Literal["cosine", "plateau"] = "cosine"
+    warmup_epochs: NonNegInt = 1
+    patience: PositiveInt = 5  # plateau only
+    lr_patience: NonNegInt = 2  # plateau only
+    lr_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5  # plateau only
     num_threads: PositiveInt = 2
     nproc: PositiveInt = 1  # training processes (DDP under torchrun when > 1)
     num_workers: NonNegInt = 0
@@ -146,7 +202,9 @@ class ReplicatesParams(Section):
     Its own section, not part of ``train``: editing the list must not rerun every training stage.
     """
 
-    seeds: Annotated[list[NonNegInt], Field(min_length=1)] = Field(default_factory=lambda: [1, 2])
+    seeds: Annotated[list[NonNegInt], Field(min_length=1)] = Field(
+        default_factory=lambda: [1, 2, 3, 4]
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -178,34 +236,57 @@ class StudentParams(Section):
 
     arch: str = "mobilenetv3_small_100"
     image_size: ImageSize = 64
-    epochs: PositiveInt = 5
+    epochs: PositiveInt = 12
     lr: Annotated[float, Field(gt=0.0, le=1.0)] = 2e-3
 
 
 Temperature = Annotated[float, Field(gt=0.0, le=100.0)]
 
 
+class ResponseGrid(Section):
+    """Response KD, ``KD = T^2 * KL(p_teacher^T || p_student^T)``: the grid is T x alpha."""
+
+    temperature: list[Temperature] = Field(default_factory=lambda: [1.0, 4.0])
+    alpha: list[Fraction] = Field(default_factory=lambda: [0.5, 0.9])
+
+
+class FeatureGrid(Section):
+    """Feature KD, ``KD = MSE`` of adapted pooled stage features: no temperature, so the grid
+    is alpha only (``alpha: []`` turns it off)."""
+
+    alpha: list[Fraction] = Field(default_factory=lambda: [0.5, 0.9])
+    stages: Annotated[int, Field(ge=1, le=4)] = 2  # last N stages of student and teacher
+
+
 class DistillParams(Section):
-    """Knowledge distillation grid.
+    """Knowledge distillation grid: response KD over T x alpha, feature KD over alpha.
 
     Convention: ``alpha`` weighs the distillation term, ``loss = (1-alpha)*CE + alpha*KD``.
     """
 
     teacher: str = "best"
-    temperature: Annotated[list[Temperature], Field(min_length=1)] = Field(
-        default_factory=lambda: [1.0, 4.0]
-    )
-    alpha: Annotated[list[Fraction], Field(min_length=1)] = Field(
-        default_factory=lambda: [0.5, 0.9]
-    )
-    method: Annotated[list[Literal["response", "feature"]], Field(min_length=1)] = Field(
-        default_factory=lambda: ["response", "feature"]
-    )
-    feature_stages: Annotated[int, Field(ge=1, le=4)] = 2
+    response: ResponseGrid = Field(default_factory=ResponseGrid)
+    feature: FeatureGrid = Field(default_factory=FeatureGrid)
     # Transfer set: unlabelled images the student sees with the distillation term only.
     transfer_images: NonNegInt = 200  # 0 = off
     transfer_seed: NonNegInt = 1  # synthetic data: the generator seed of the extra draw
     transfer_dir: str | None = None  # real data: a folder of unlabelled images (never val/holdout)
+
+    @model_validator(mode="after")
+    def _one_point_at_least(self) -> DistillParams:
+        for name, axis in (
+            ("response.temperature", self.response.temperature),
+            ("response.alpha", self.response.alpha),
+            ("feature.alpha", self.feature.alpha),
+        ):
+            if len(set(axis)) != len(axis):
+                raise ValueError(f"{name}: values must be distinct (a point would train twice)")
+        n_response = len(self.response.temperature) * len(self.response.alpha)
+        if n_response + len(self.feature.alpha) == 0:
+            raise ValueError(
+                "the KD grid is empty: give response.temperature x alpha or feature.alpha"
+            )
+        return self
 
 
 class ExportParams(Section):
@@ -230,6 +311,7 @@ class BenchmarkParams(Section):
     warmup: NonNegInt = 5
     runs: Annotated[int, Field(ge=10)] = 50
     deploy_size: ImageSize = 224
+    threads: Annotated[list[PositiveInt], Field(min_length=1)] = [1, 2]  # intra-op, each timed
 
 
 class EvaluateParams(Section):

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from melanoma_kd import stage_times
+
 F = TypeVar("F", bound=Callable[..., object])
 
 EXIT_USER_ERROR = 2
@@ -29,9 +31,11 @@ def cli_entry(func: F) -> F:
         # SIGTERM unwinds like Ctrl-C, so atomic writers delete their temporary files.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
+        stage_times.record()  # only when make repro asks for it (never into DVC outputs)
+        return result
 
     return wrapper  # type: ignore[return-value]

@@ -89,24 +89,29 @@ def _num(v: str) -> float:
 
 
 def kd_ablation_figure(ev: EvaluationRecord) -> Figure:
-    """Heatmap T × α per KD method, coloured by validation pAUC; scratch baseline annotated."""
+    """Heatmap per KD method — T × α for response KD, one row of α for feature KD (it has no
+    temperature) — coloured by validation pAUC; scratch baseline annotated."""
     ab = ev.ablation
     scratch = ev.metrics[ev.roles["scratch_student"]]["val_pauc"]
     methods = list(dict.fromkeys(ab["method"]))
-    temps = sorted(dict.fromkeys(ab["temperature"]), key=_num)
+    temps_of = {
+        m: sorted(dict.fromkeys(ab.loc[ab["method"] == m, "temperature"]), key=_num)
+        for m in methods
+    }
     alphas = sorted(dict.fromkeys(ab["alpha"]), key=_num)
     vmin, vmax = float(ab["val_pauc"].min()), float(ab["val_pauc"].max())
     if vmax - vmin < 1e-9:
         vmin, vmax = vmin - 0.005, vmax + 0.005
     cell_w = 1.3
     fig_w = max(6.0, 1.6 + len(methods) * (len(alphas) * cell_w + 0.8) + 1.2)
-    fig_h = 2.3 + len(temps) * 0.9
+    fig_h = 2.3 + max(len(t) for t in temps_of.values()) * 0.9
     fig, axes = plt.subplots(
         1, len(methods), figsize=(fig_w, fig_h), squeeze=False, layout="constrained"
     )
     cmap = plt.get_cmap("cividis")
     image = None
     for ax, method in zip(axes[0], methods, strict=True):
+        temps = temps_of[method]
         grid = np.full((len(temps), len(alphas)), np.nan)
         sel_mask = np.zeros(grid.shape, dtype=bool)
         for _, r in ab[ab["method"] == method].iterrows():
@@ -145,9 +150,10 @@ def kd_ablation_figure(ev: EvaluationRecord) -> Figure:
                 )
         ax.set_title(f"{method} KD")
         ax.set_xticks(range(len(alphas)), [f"α = {a}" for a in alphas])
-        ax.set_yticks(range(len(temps)), [f"T = {t}" for t in temps])
+        no_t = all(_num(t) == float("inf") for t in temps)
+        ax.set_yticks(range(len(temps)), ["no T" if no_t else f"T = {t}" for t in temps])
         ax.set_xlabel("α (weight of the KD term)")
-        ax.set_ylabel("temperature T")
+        ax.set_ylabel("" if no_t else "temperature T")
     assert image is not None
     cbar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9)
     cbar.set_label(f"validation pAUC ({PAUC_LABEL})")

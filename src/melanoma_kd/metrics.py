@@ -443,15 +443,22 @@ def paired_bootstrap_delta(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> dict[str, float]:
-    """``metric(a) - metric(b)`` with a 95 % group-bootstrap CI; both models share each resample."""
+    """``metric(a) - metric(b)`` with a 95 % group-bootstrap CI and the bootstrap sd (``se``);
+    both models share each resample."""
     yy, sa = _check(y, s_a, s_name="s_a")
     _, sb = _check(yy, s_b, s_name="s_b")
     fn = _metric(metric)
     resamples, _ = _group_resamples(yy, groups, n_boot, seed)
     with _fast_sklearn():
         deltas = [fn(yy[i], sa[i]) - fn(yy[i], sb[i]) for i in resamples]
-    lo, hi = np.quantile(np.asarray(deltas, dtype=np.float64), [0.025, 0.975])
-    return {"delta": float(fn(yy, sa) - fn(yy, sb)), "ci_lo": float(lo), "ci_hi": float(hi)}
+    boots = np.asarray(deltas, dtype=np.float64)
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    return {
+        "delta": float(fn(yy, sa) - fn(yy, sb)),
+        "ci_lo": float(lo),
+        "ci_hi": float(hi),
+        "se": float(boots.std(ddof=1)) if boots.size > 1 else 0.0,
+    }
 
 
 def paired_permutation_pvalue(

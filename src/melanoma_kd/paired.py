@@ -39,6 +39,7 @@ from melanoma_kd.catalog import (
 from melanoma_kd.config import EvaluateParams
 from melanoma_kd.errors import UserError
 from melanoma_kd.results import DECIMALS, DECISION_THRESHOLD, HARD_CASE_KINDS, rounded
+from melanoma_kd.seed_stats import min_detectable_effect, pooled_paired_delta
 
 ABLATION_COLUMNS = [
     "model",
@@ -80,6 +81,7 @@ def paired_comparison(
                     f"{metric}_delta_ci_lo": d["ci_lo"],
                     f"{metric}_delta_ci_hi": d["ci_hi"],
                     f"{metric}_p": p,
+                    f"{metric}_mde": min_detectable_effect(d["se"]),
                 }
             )
     return rounded(out)
@@ -142,6 +144,65 @@ def seed_summary(
             out[f"{base}_{metric}_sd"] = (
                 round(float(v.std(ddof=1)), DECIMALS) if v.size > 1 else None
             )
+    return out
+
+
+def _pooled(
+    y: np.ndarray, a: list[np.ndarray], b: list[np.ndarray], groups: np.ndarray, cfg: EvaluateParams
+) -> dict[str, Any]:
+    """:func:`melanoma_kd.seed_stats.pooled_paired_delta` for ROC-AUC and pAUC, flat."""
+    out: dict[str, Any] = {"n_boot": cfg.n_boot, "n_perm": cfg.n_boot}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for metric in ("roc_auc", "pauc"):
+            d = pooled_paired_delta(
+                y, np.vstack(a), np.vstack(b), groups, metric, cfg.n_boot, cfg.seed
+            )
+            out["n_seeds"] = d.pop("n_seeds")
+            out.update({f"{metric}_{k}": v for k, v in d.items()})
+    return rounded(out)
+
+
+def pooled_comparisons(
+    specs: Sequence[ModelSpec],
+    holdout: Mapping[str, pd.DataFrame],
+    roles: Mapping[str, str],
+    cfg: EvaluateParams,
+) -> dict[str, Any]:
+    """The comparisons pooled over the main run and its seed replicates (same holdout images):
+    KD gain (selected KD − scratch, paired per seed), KD student − best teacher (one teacher),
+    and — when every seed has a no-transfer run — KD with − without the transfer set.
+    Keyed by comparison; each holds the model lists and ``roc_auc_*`` / ``pauc_*`` delta, CI,
+    SE, MDE and p of :func:`melanoma_kd.seed_stats.pooled_paired_delta`."""
+    student, teacher = roles["kd_student"], roles["best_teacher"]
+    seeds = sorted({s.seed for s in specs if s.group == "replicate" and s.seed is not None})
+    names = {
+        "scratch": [SCRATCH] + [replicate_name("scratch", x) for x in seeds],
+        "kd": [student] + [replicate_name("kd", x) for x in seeds],
+        "no_transfer": [NO_TRANSFER] + [replicate_name("no_transfer", x) for x in seeds],
+    }
+    hold = holdout[student]
+    y = hold["label"].to_numpy(np.int64)
+    groups = hold["patient_id"].astype(str).to_numpy()
+
+    def scores(models: list[str]) -> list[np.ndarray]:
+        return [holdout[n]["score"].to_numpy(np.float64) for n in models]
+
+    pairs = {
+        "kd_gain": ("kd", "scratch"),
+        "student_vs_teacher": ("kd", None),
+        "transfer": ("kd", "no_transfer"),
+    }
+    out: dict[str, Any] = {}
+    for what, (a, b) in pairs.items():
+        b_names = [teacher] if b is None else names[b]
+        if not all(n in holdout for n in names[a] + b_names):
+            continue
+        out[what] = {
+            "a_models": ",".join(names[a]),
+            "b_models": ",".join(b_names),
+            **_pooled(y, scores(names[a]), scores(b_names), groups, cfg),
+        }
     return out
 
 
@@ -254,9 +315,10 @@ def ablation_table(
     rows = [
         {
             "model": s.name,
-            "temperature": s.point[0],
-            "alpha": s.point[1],
-            "method": s.point[2],
+            # as the grid names them (strings); feature KD has no temperature
+            "temperature": "—" if s.point.temperature is None else f"{s.point.temperature:g}",
+            "alpha": f"{s.point.alpha:g}",
+            "method": s.point.method,
             "val_roc_auc": metrics[s.name]["val_roc_auc"],
             "val_pauc": metrics[s.name]["val_pauc"],
             "val_pr_auc": metrics[s.name]["val_pr_auc"],
@@ -321,6 +383,7 @@ def compare_models(
         },
         "transfer": transfer,
         "seeds": seed_summary(specs, metrics, student),
+        "pooled": pooled_comparisons(specs, holdout, roles, cfg),
         "ablation": ablation_table(specs, metrics, student),
         "hard_cases": hard_cases(hold, s_t, t_t, s_s, t_s, n_hard),
     }

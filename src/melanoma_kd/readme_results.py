@@ -19,7 +19,11 @@ from melanoma_kd.io import atomic_path
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SECTIONS = ("## Every model on holdout", "## KD gain over the scratch student")
-OPTIONAL = ("## Seed replicates (holdout)", "## Transfer set")
+OPTIONAL = (
+    "## Seed replicates (holdout)",
+    "## Comparisons pooled over seeds (headline)",
+    "## Transfer set",
+)
 
 
 def _section(summary: str, heading: str) -> str:
@@ -31,7 +35,8 @@ def _section(summary: str, heading: str) -> str:
 
 def results_block(summary: str) -> str:
     """The README block built from the summary's holdout table and KD-gain lines."""
-    headings = [*SECTIONS, *(h for h in OPTIONAL if re.search(rf"^{re.escape(h)}$", summary, re.M))]
+    present = [h for h in OPTIONAL if re.search(rf"^{re.escape(h)}$", summary, re.M)]
+    headings = sorted([*SECTIONS, *present], key=lambda h: summary.find(f"{h}\n"))  # as shown
     parts = [f"#{heading}\n\n{_section(summary, heading)}" for heading in headings]
     note = "_Generated from `reports/summary.md` by `make repro`; do not edit by hand._"
     return "\n\n".join([START, note, *parts, END])

@@ -1,7 +1,8 @@
 """Retrained variants of the students: seed replicates and the transfer-set ablation.
 
-Seed replicates: the scratch student and the validation-selected KD point, retrained per seed.
-The ablation: the selected KD point retrained without its transfer set.
+Seed replicates: the scratch student and the validation-selected KD point with and without its
+transfer set, retrained per seed. The ablation at the main seed: the selected KD point retrained
+without its transfer set.
 
 A replicate differs from its main run (``train_student`` / ``distill@<point>``) **only** by the
 seed of model initialisation and of the shuffle order. Everything else is the main run's:
@@ -21,16 +22,18 @@ not rerun them.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
 from melanoma_kd.config import Params
 from melanoma_kd.errors import UserError
+from melanoma_kd.io import atomic_path
 from melanoma_kd.points import KDPoint
 from melanoma_kd.runs import RunPaths, student_run, train
 
-Kind = Literal["scratch", "kd"]
-KINDS: tuple[Kind, ...] = ("scratch", "kd")
+Kind = Literal["scratch", "kd", "no_transfer"]
+KINDS: tuple[Kind, ...] = ("scratch", "kd", "no_transfer")
 
 
 def replicate_hash(
@@ -56,15 +59,20 @@ def train_replicate(
     teacher_outputs: Path | None = None,
     transfer: Path | None = None,
 ) -> dict[str, Any]:
-    """Train one replicate (``kind`` scratch or kd) with init/shuffle ``seed``; a kd replicate
-    uses the ``transfer`` set as its main run does (when ``distill.transfer_images`` > 0)."""
+    """Train one replicate with init/shuffle ``seed``: ``kind`` scratch, kd (the selected point,
+    with the ``transfer`` set as its main run when ``distill.transfer_images`` > 0) or
+    no_transfer (the selected point without it: the transfer-set ablation at this seed)."""
     if seed == params.train.seed:
         raise UserError(f"replicate: seed {seed} is train.seed; that run is the main run")
     if kind not in KINDS:
         raise UserError(f"replicate: unknown kind {kind!r} (known: {list(KINDS)})")
-    if kind == "kd" and (point is None or teacher_outputs is None):
-        raise UserError("replicate: a kd replicate needs the selected point and teacher outputs")
-    run = student_run(params, point if kind == "kd" else None, seed=seed)
+    if kind != "scratch" and (point is None or teacher_outputs is None):
+        raise UserError(
+            f"replicate: a {kind} replicate needs the selected point and teacher outputs"
+        )
+    run = student_run(
+        params, None if kind == "scratch" else point, seed=seed, use_transfer=kind == "kd"
+    )
     return train(
         params,
         run,
@@ -73,6 +81,25 @@ def train_replicate(
         teacher_outputs=teacher_outputs,
         transfer=transfer,
     )
+
+
+def trains_without_transfer(params: Params) -> bool:
+    """Whether a "without transfer set" run is a training of its own. With
+    ``distill.transfer_images`` 0 every KD run already trains without one, so that run would
+    repeat its KD run exactly: it is copied from it instead (:func:`copy_run`)."""
+    return params.distill.transfer_images > 0
+
+
+def copy_run(src: RunPaths, dst: RunPaths) -> None:
+    """``dst`` as a byte copy of run ``src`` (checkpoint, summary, validation predictions and
+    curves), each written atomically."""
+    for a, b in ((src.checkpoint, dst.checkpoint), (src.summary, dst.summary)):
+        with atomic_path(b) as tmp:
+            shutil.copyfile(a, tmp)
+    with atomic_path(dst.val_predictions) as tmp:
+        shutil.copyfile(src.val_predictions, tmp)
+    with atomic_path(dst.live_dir, directory=True) as tmp:
+        shutil.copytree(src.live_dir, tmp, dirs_exist_ok=True)
 
 
 def train_without_transfer(

@@ -85,6 +85,7 @@ def render(inputs: ReportInputs, report_path: str | Path = "reports/summary.md")
         "",
         *S.models_section(inputs, selected, best_teacher),
         *S.seeds_section(inputs, selected),
+        *S.pooled_section(inputs),
         *S.kd_gain_section(inputs),
         *S.transfer_section(inputs),
         *S.ablation_section(inputs, selected),

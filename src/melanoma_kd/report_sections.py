@@ -13,8 +13,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
 from melanoma_kd import metrics as M
-from melanoma_kd.catalog import ONNX_FP32, ONNX_INT8, SCRATCH, ModelSpec
+from melanoma_kd.catalog import (
+    ONNX_FP32,
+    ONNX_INT8,
+    SCRATCH,
+    STUDENT_STEM,
+    TEACHER_ONNX_FP32,
+    TEACHER_ONNX_INT8,
+    TEACHER_STEM,
+    ModelSpec,
+)
 from melanoma_kd.errors import UserError
 from melanoma_kd.markdown import DASH, ci, f4, mean_sd, p_value, signed, table
 
@@ -56,12 +67,13 @@ def describe(spec: ModelSpec, selected: str, best_teacher: str) -> str:
     if spec.group == "scratch":
         return "student from scratch (KD baseline)"
     if spec.group == "kd" and spec.point is not None:
-        t, a, method = spec.point
-        return f"KD {method}, T={t}, α={a}" + (
-            " **← selected on val**" if spec.name == selected else ""
-        )
+        return spec.point.label + (" **← selected on val**" if spec.name == selected else "")
     if spec.group == "replicate":
-        base = "student from scratch" if spec.base == "scratch" else "selected KD point"
+        base = {
+            "scratch": "student from scratch",
+            "kd": "selected KD point",
+            "no_transfer": "selected KD point without transfer set",
+        }[spec.base or "kd"]
         return f"{base}, seed {spec.seed} (replicate)"
     if spec.group == "ablation":
         return "selected KD point without transfer set (ablation)"
@@ -69,22 +81,32 @@ def describe(spec: ModelSpec, selected: str, best_teacher: str) -> str:
         return "selected KD student, ONNX fp32"
     if spec.name == ONNX_INT8:
         return "selected KD student, ONNX INT8"
+    if spec.name == TEACHER_ONNX_FP32:
+        return f"best teacher ({best_teacher.removeprefix('teacher_')}), ONNX fp32"
+    if spec.name == TEACHER_ONNX_INT8:
+        return f"best teacher ({best_teacher.removeprefix('teacher_')}), ONNX INT8"
     return spec.group
 
 
-def _bench_cell(inputs: ReportInputs, spec: ModelSpec, selected: str) -> tuple[str, str, str]:
+def _bench_cell(
+    inputs: ReportInputs, spec: ModelSpec, selected: str, best_teacher: str
+) -> tuple[str, str, str]:
     """(size MB, ORT p50 ms at trained size, ORT p50 ms at deploy size) from the benchmark."""
     bench = inputs.benchmark
     if bench is None:
         return ("n/a", "n/a", "n/a")
-    if spec.group in ("teacher", "scratch"):
-        key, runtime = spec.name, "ort_fp32"
-    elif spec.name in (selected, ONNX_FP32):
-        key, runtime = "student_kd", "ort_fp32"
-    elif spec.name == ONNX_INT8:
-        key, runtime = "student_kd", "ort_int8"
-    else:  # unselected grid points are not exported
+    exported = {
+        SCRATCH: (SCRATCH, "ort_fp32"),
+        selected: (STUDENT_STEM, "ort_fp32"),
+        ONNX_FP32: (STUDENT_STEM, "ort_fp32"),
+        ONNX_INT8: (STUDENT_STEM, "ort_int8"),
+        best_teacher: (TEACHER_STEM, "ort_fp32"),
+        TEACHER_ONNX_FP32: (TEACHER_STEM, "ort_fp32"),
+        TEACHER_ONNX_INT8: (TEACHER_STEM, "ort_int8"),
+    }
+    if spec.name not in exported:  # unselected grid points and teachers are not exported
         return (DASH, DASH, DASH)
+    key, runtime = exported[spec.name]
     models = bench["models"]
     deploy = bench.get("settings", {}).get("deploy_size")
 
@@ -129,7 +151,7 @@ def models_section(inputs: ReportInputs, selected: str, best_teacher: str) -> li
     rows = []
     for spec in inputs.specs:
         m = inputs.metrics[spec.name]
-        size, p50, p50_deploy = _bench_cell(inputs, spec, selected)
+        size, p50, p50_deploy = _bench_cell(inputs, spec, selected, best_teacher)
         rows.append(
             [
                 f"`{spec.name}`",
@@ -155,7 +177,7 @@ def models_section(inputs: ReportInputs, selected: str, best_teacher: str) -> li
         f"partial AUC above {100 * M.PAUC_MIN_TPR:g} % TPR (range 0–{1 - M.PAUC_MIN_TPR:g}). ECE: "
         f"{cfg.ece_bins} equal-width bins, of the scores as output (raw) and after Platt scaling "
         "fitted on the model's **validation** scores (the map every exported ONNX model carries, "
-        "so the `kd_onnx_*` rows are calibrated already and their refit changes little). "
+        "so the `*_onnx_*` rows are calibrated already and their refit changes little). "
         "Thresholds are chosen on each model's **validation** "
         f"scores (the decision threshold: highest with sensitivity ≥ {cfg.sens_target:g}; and "
         "max-F1) — an exported ONNX model keeps the ones it carries — and applied unchanged "
@@ -167,7 +189,10 @@ def models_section(inputs: ReportInputs, selected: str, best_teacher: str) -> li
     if bench is None and not inputs.benchmark_path:
         lines.append(
             "Size and latency come from the `benchmark` stage (`reports/deployment.md`, "
-            "`metrics/benchmark.json`). Timings are not bitwise reproducible, so they are kept "
+            "`metrics/benchmark.json`), whose deployment table puts the `*_onnx_*` rows above "
+            "(best teacher and KD student, fp32 and INT8) next to their file size and latency at "
+            "`benchmark.deploy_size` and marks the Pareto-optimal ones (figure: "
+            "`plots/latency_pareto.png`). Timings are not bitwise reproducible, so they are kept "
             "out of this committed, verified summary by design; cells show n/a."
         )
     elif bench is None:
@@ -178,9 +203,10 @@ def models_section(inputs: ReportInputs, selected: str, best_teacher: str) -> li
     else:
         lines.append(
             "Size = ONNX file (fp32 for the PyTorch rows, which are exported with a parity "
-            "check; INT8 file for the INT8 row). Latency = ONNX Runtime CPU p50, batch 1, "
+            "check; the INT8 file for the INT8 rows). Latency = ONNX Runtime CPU p50, batch 1, "
             f"1 thread, from `{inputs.benchmark_path}`. Unselected KD grid points share the "
-            f"student architecture and are not exported ({DASH})."
+            f"student architecture and are not exported, nor are the teachers other than the "
+            f"best on validation ({DASH})."
         )
     return [*lines, ""]
 
@@ -241,20 +267,87 @@ def _paired_lines(g: Mapping[str, Any], a: str, b: str, n_perm_default: int) -> 
     """``a`` minus ``b``: one ``Δ (95 % CI lo..hi), p`` line per metric, whatever the sign."""
     n_perm = int(g.get("n_perm", n_perm_default))
     out = [
-        f"`{g[a]}` minus `{g[b]}` on the same holdout images "
+        f"`{g[a]}` minus `{g[b]}` on the same holdout images, one seed "
         f"(paired; 95 % CI: bootstrap over patients, {int(g.get('n_boot', n_perm))} resamples; "
-        "p: two-sided paired permutation test):",
+        "p: two-sided paired permutation test; MDE: the smallest true difference this "
+        "comparison detects with 80 % power at α = 0.05):",
         "",
     ]
     for metric, label in (("roc_auc", "ΔROC-AUC"), ("pauc", "ΔpAUC")):
         if f"{metric}_delta" not in g:
             continue
+        lo, hi = g[f"{metric}_delta_ci_lo"], g[f"{metric}_delta_ci_hi"]
         out.append(
-            f"- {label} = {signed(g[f'{metric}_delta'])} (95 % CI "
-            f"{signed(g[f'{metric}_delta_ci_lo'])}..{signed(g[f'{metric}_delta_ci_hi'])}), "
-            f"{p_value(float(g[f'{metric}_p']), n_perm)}"
+            f"- {label} = {signed(g[f'{metric}_delta'])} (95 % CI {signed(lo)}..{signed(hi)}), "
+            f"{p_value(float(g[f'{metric}_p']), n_perm)}, {_mde(g.get(f'{metric}_mde'))} — "
+            f"{verdict(lo, hi)}"
         )
     return [*out, ""]
+
+
+def _mde(value: Any) -> str:
+    return f"MDE {value:.4f}" if isinstance(value, int | float) else f"MDE {DASH}"
+
+
+def verdict(lo: float, hi: float) -> str:
+    """``within noise`` when the 95 % CI covers zero, else which side is better."""
+    if lo <= 0.0 <= hi:
+        return "within noise"
+    return "A better" if lo > 0 else "B better"
+
+
+POOLED_TITLES: dict[str, tuple[str, str, str]] = {
+    # comparison -> (title, A, B)
+    "kd_gain": ("KD gain", "selected KD student", "scratch student"),
+    "student_vs_teacher": ("Student vs teacher", "selected KD student", "best teacher"),
+    "transfer": ("Transfer set", "KD with transfer set", "KD without it"),
+}
+
+
+def pooled_section(inputs: ReportInputs) -> list[str]:
+    """The comparisons pooled over seeds: the headline numbers (the single-seed ones below
+    are detail)."""
+    pooled = inputs.pooled
+    if not pooled:
+        return []
+    any_p = next(iter(pooled.values()))
+    n_boot = int(any_p.get("n_boot", inputs.cfg.n_boot))
+    rows = []
+    for key, (title, a, b) in POOLED_TITLES.items():
+        g = pooled.get(key)
+        if not g:
+            continue
+        for metric, label in (("roc_auc", "ROC-AUC"), ("pauc", "pAUC")):
+            lo, hi = g[f"{metric}_ci_lo"], g[f"{metric}_ci_hi"]
+            rows.append(
+                [
+                    f"{title}: {a} − {b}",
+                    label,
+                    str(g["n_seeds"]),
+                    signed(g[f"{metric}_delta"]),
+                    f"{signed(lo)}..{signed(hi)}",
+                    f"±{(hi - lo) / 2:.4f}",
+                    p_value(float(g[f"{metric}_p"]), int(g.get("n_perm", n_boot))).removeprefix(
+                        "p = "
+                    ),
+                    f"{g[f'{metric}_mde']:.4f}",
+                    verdict(lo, hi),
+                ]
+            )
+    header = ["comparison", "metric", "seeds", "Δ", "95 % CI", "CI half-width", "p", "MDE", ""]
+    return [
+        "## Comparisons pooled over seeds (headline)",
+        "",
+        "Each seed trains both models on the same data and augmented views; Δ is the mean over "
+        "seeds of the paired per-seed difference on the same holdout images. 95 % CI: two-level "
+        f"bootstrap ({n_boot} resamples of patients, then of seeds); p: two-sided paired "
+        "permutation test swapping the two models per patient in every seed at once; MDE: the "
+        "smallest true Δ detectable with 80 % power at α = 0.05 (2.80 × bootstrap SE). "
+        '"within noise": the CI covers zero. The single-seed comparisons below are detail.',
+        "",
+        *table(header, rows, "llrrrrrrl"),
+        "",
+    ]
 
 
 def kd_gain_section(inputs: ReportInputs) -> list[str]:
@@ -313,9 +406,10 @@ def ablation_section(inputs: ReportInputs, selected: str) -> list[str]:
     rows = []
     for _, r in ab.iterrows():
         delta = signed(r["val_pauc"] - scratch_val) if scratch_val is not None else DASH
+        t = r["temperature"]
         rows.append(
             [
-                str(r["temperature"]),
+                DASH if pd.isna(t) or t in ("", "nan") else str(t),
                 str(r["alpha"]),
                 str(r["method"]),
                 f4(r["val_roc_auc"]),
@@ -338,8 +432,10 @@ def ablation_section(inputs: ReportInputs, selected: str) -> list[str]:
         "select_student stage on validation pAUC (ties: validation ROC-AUC, then name); "
         "holdout numbers played no part in the choice. "
         f"Scratch student validation pAUC: {f4(scratch_val)}. "
-        "Feature KD (`(1-α)·CE + α·MSE` on pooled features) has no temperature, so its rows "
-        "repeat across T by construction.",
+        "The grid: response KD (`(1-α)·CE + α·T²·KL` of the softened outputs) over "
+        "temperature × α (`distill.response`), feature KD (`(1-α)·CE + α·MSE` of adapted "
+        "pooled stage features) over α only (`distill.feature`): it has no temperature, so "
+        "it is trained once per α, never once per T.",
         "",
         *table(header, rows, "lll" + "r" * 4 + "l"),
         "",

@@ -36,6 +36,7 @@ JSON_PARTS: dict[str, str] = {
     "student_vs_teacher": "student vs teacher comparison",
     "seeds": "seed-replicate summary",
     "transfer": "transfer-set ablation",
+    "pooled": "comparisons pooled over seeds",
 }
 PREDICTION_COLUMNS = ["image_id", "label", "score"]
 # The per-model metric holding the model's decision threshold: the highest threshold keeping
@@ -103,6 +104,7 @@ class EvaluationRecord:
     student_vs_teacher: dict[str, Any]
     seeds: dict[str, Any]
     transfer: dict[str, Any]
+    pooled: dict[str, Any]  # comparison -> seed-pooled ROC-AUC/pAUC deltas (seed_stats)
     ablation: pd.DataFrame  # validation metrics per KD grid point
     hard_cases: pd.DataFrame
     cfg: EvaluateParams = field(default_factory=EvaluateParams)

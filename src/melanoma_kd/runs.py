@@ -147,7 +147,7 @@ def student_run(
         if replicate:
             desc = f"replicate seed {seed}: KD {point.key}"
         elif use_transfer:
-            desc = f"distill T={point.temperature:g} a={point.alpha:g} {point.method}"
+            desc = f"distill {point.key}"
         else:
             desc = f"KD {point.key} without transfer set"
     if replicate:
@@ -173,7 +173,7 @@ def kd_objective(params: Params, point: KDPoint, feature_dims: list[int]) -> Mak
         METHODS[point.method],
         temperature=point.temperature,
         alpha=point.alpha,
-        n_stages=params.distill.feature_stages,
+        n_stages=params.distill.feature.stages,
         teacher_dims=feature_dims,
         image_size=params.student.image_size,
     )

@@ -1,7 +1,9 @@
 """The one training loop, for teachers, the scratch student and every distilled student.
 
-Read top to bottom: seed → loaders → optimizer/scheduler → epochs (train, validate, schedule,
-checkpoint the best validation pAUC, early-stop) → summary. The objective (``distill.py``)
+Read top to bottom: seed → loaders → optimizer/scheduler → epochs (train, validate, schedule)
+→ checkpoint → summary. ``train.schedule: cosine`` (default) warms up, decays the LR to zero per
+step and keeps the final weights; ``plateau`` checkpoints the best validation pAUC and stops
+early. The objective (``distill.py``)
 decides the loss; the loop knows nothing about KD beyond passing cached teacher outputs along.
 """
 
@@ -44,7 +46,8 @@ def set_determinism(seed: int, num_threads: int) -> None:
 
 
 class TeacherOutputs:
-    """Cached teacher logits/features per (epoch, view index), loaded one epoch at a time.
+    """Cached teacher logits/features per (epoch, view index), loaded one epoch at a time
+    (stored float16, returned float32).
 
     Views ``0..n_train-1`` are the train split's; a transfer set's follow them. ``feature_dims``
     are the widths of the pooled teacher feature taps (what feature KD's adapters map to)."""
@@ -84,15 +87,29 @@ class TeacherOutputs:
                 f"{self.path}: teacher outputs cover {self.epochs} epochs, need {epoch + 1}"
             )
         with h5py.File(self.path, "r") as h5:
-            self._logits = torch.from_numpy(h5["logits"][epoch])
+            self._logits = torch.from_numpy(h5["logits"][epoch].astype(np.float32))
             self._feats = [
-                torch.from_numpy(h5[f"features_{k}"][epoch]) for k in range(self.n_features)
+                torch.from_numpy(h5[f"features_{k}"][epoch].astype(np.float32))
+                for k in range(self.n_features)
             ]
         self._epoch = epoch
 
     def batch(self, indices: torch.Tensor) -> TeacherBatch:
         """Outputs for train indices of the loaded epoch."""
         return {"logits": self._logits[indices], "features": [f[indices] for f in self._feats]}
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """LR multiplier per optimizer step: linear warmup from 1/warmup to 1 over ``warmup_steps``,
+    then cosine decay to 0 at ``total_steps`` (the last step trains at a small positive LR)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(total_steps - warmup_steps, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup_steps, span) / span))
+
+    return factor
 
 
 @dataclass(frozen=True)
@@ -159,7 +176,8 @@ def fit(
     teacher: TeacherOutputs | None = None,
     desc: str = "train",
 ) -> dict[str, Any]:
-    """Train ``objective``; call ``on_best(epoch, metrics, val_scores)`` at each new best pAUC.
+    """Train ``objective``; call ``on_best(epoch, metrics, val_scores)`` with the weights to keep:
+    the last epoch's (cosine) or each new best validation pAUC's (plateau).
 
     Under torchrun each rank trains on its shard and sees the same metrics (``distributed.py``).
     """
@@ -172,9 +190,16 @@ def fit(
     amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     optim_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
     optimizer = optim_cls(objective.parameters(), lr=sched.lr, weight_decay=cfg.weight_decay)
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience
-    )
+    cosine = cfg.schedule == "cosine"
+    if cosine:
+        steps = len(_loader(train, cfg, 0))
+        per_step = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(cfg.warmup_epochs * steps, sched.epochs * steps)
+        )
+    else:
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience
+        )
     best, best_epoch, stale, start = -math.inf, -1, 0, time.perf_counter()
     history: list[dict[str, float]] = []
     for epoch in range(sched.epochs):
@@ -191,8 +216,8 @@ def fit(
             unit="batch",
         )
         for batch in bar:
-            x = model_input(batch["image"], sched.image_size, sched.mean, sched.std)
-            x = x.to(device, non_blocking=True)
+            views = train.views(batch["image"].to(device, non_blocking=True), batch["index"])
+            x = model_input(views, sched.image_size, sched.mean, sched.std)
             y = batch["label"].to(device, non_blocking=True)
             tb = None
             if teacher is not None:
@@ -205,6 +230,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             optimizer.step()
+            if cosine:
+                per_step.step()
             total += float(out["loss"].detach()) * len(y)
             seen += len(y)
         total, seen = distributed.sum_across([total, seen], device)
@@ -218,6 +245,11 @@ def fit(
         history.append(metrics)
         if log is not None:
             log(epoch, metrics)
+        if cosine:  # the final weights are the run's result: no picking on validation
+            if epoch == sched.epochs - 1:
+                best_epoch = epoch
+                on_best(epoch, metrics, scores)
+            continue
         plateau.step(metrics["val_pauc"])
         if metrics["val_pauc"] > best:
             best, best_epoch, stale = metrics["val_pauc"], epoch, 0
