@@ -201,3 +201,14 @@ def tiny_remote(tiny_pipeline: TinyPipeline) -> Path:
 def fresh_clone(tiny_pipeline: TinyPipeline) -> FreshClone:
     """A clone of ``tiny_repo`` that pulled the run-cache and reran without ``dvc.lock``."""
     return tiny_pipeline.fresh_clone()
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run the test on one torch thread (results then do not depend on the core count)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

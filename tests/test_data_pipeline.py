@@ -23,12 +23,7 @@ from melanoma_kd.errors import UserError
 SIZE = 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _images(n: int, size: int = SIZE, seed: int = 0) -> np.ndarray:

@@ -10,13 +10,7 @@ from torch import nn
 from melanoma_kd.distill import METHODS, FeatureKD, ResponseKD, Supervised, pooled_taps
 from melanoma_kd.losses import blend, feature_mse
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _spread_weights(model: nn.Module) -> nn.Module:

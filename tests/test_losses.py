@@ -19,13 +19,7 @@ from melanoma_kd.distill import ResponseKD
 from melanoma_kd.errors import UserError
 from melanoma_kd.losses import FocalLoss, blend, feature_mse, kd_kl, task_loss
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Three samples, two classes. Per-sample CE = -log softmax(z)[y]:

@@ -38,12 +38,7 @@ NO_COLOUR = AugmentParams(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
 PARITY_ATOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _images(n: int, size: int, seed: int = 0) -> torch.Tensor:
