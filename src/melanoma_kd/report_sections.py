@@ -26,6 +26,7 @@ from melanoma_kd.catalog import (
     TEACHER_STEM,
     ModelSpec,
 )
+from melanoma_kd.compare import verdict as compare_verdict
 from melanoma_kd.errors import UserError
 from melanoma_kd.markdown import DASH, ci, f4, mean_sd, p_value, signed, table
 
@@ -280,7 +281,7 @@ def _paired_lines(g: Mapping[str, Any], a: str, b: str, n_perm_default: int) -> 
         out.append(
             f"- {label} = {signed(g[f'{metric}_delta'])} (95 % CI {signed(lo)}..{signed(hi)}), "
             f"{p_value(float(g[f'{metric}_p']), n_perm)}, {_mde(g.get(f'{metric}_mde'))} — "
-            f"{verdict(lo, hi)}"
+            f"{verdict(lo, hi, float(g[f'{metric}_p']), f'`{g[a]}`', f'`{g[b]}`')}"
         )
     return [*out, ""]
 
@@ -289,11 +290,11 @@ def _mde(value: Any) -> str:
     return f"MDE {value:.4f}" if isinstance(value, int | float) else f"MDE {DASH}"
 
 
-def verdict(lo: float, hi: float) -> str:
-    """``within noise`` when the 95 % CI covers zero, else which side is better."""
-    if lo <= 0.0 <= hi:
-        return "within noise"
-    return "A better" if lo > 0 else "B better"
+def verdict(lo: float, hi: float, p: float, a: str, b: str) -> str:
+    """:func:`melanoma_kd.compare.verdict` of ``a − b`` (CI excludes 0 and p < 0.05, else
+    "within noise"), with the models named."""
+    said = compare_verdict(lo, hi, p)
+    return {"A better": f"{a} better", "B better": f"{b} better"}.get(said, said)
 
 
 POOLED_TITLES: dict[str, tuple[str, str, str]] = {
@@ -331,7 +332,7 @@ def pooled_section(inputs: ReportInputs) -> list[str]:
                         "p = "
                     ),
                     f"{g[f'{metric}_mde']:.4f}",
-                    verdict(lo, hi),
+                    verdict(lo, hi, float(g[f"{metric}_p"]), a, b),
                 ]
             )
     header = ["comparison", "metric", "seeds", "Δ", "95 % CI", "CI half-width", "p", "MDE", ""]
@@ -343,7 +344,8 @@ def pooled_section(inputs: ReportInputs) -> list[str]:
         f"bootstrap ({n_boot} resamples of patients, then of seeds); p: two-sided paired "
         "permutation test swapping the two models per patient in every seed at once; MDE: the "
         "smallest true Δ detectable with 80 % power at α = 0.05 (2.80 × bootstrap SE). "
-        '"within noise": the CI covers zero. The single-seed comparisons below are detail.',
+        '"within noise" unless the CI excludes zero and p < 0.05 (the rule of `melanoma-kd '
+        "compare`). The single-seed comparisons below are detail.",
         "",
         *table(header, rows, "llrrrrrrl"),
         "",
