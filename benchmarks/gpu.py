@@ -2,11 +2,13 @@
 
 For each input size (default 224 and 256 px) and each model (the ISIC-2024 recipe's teacher and
 student by default), a temporary HDF5 cache of random images in the pipeline's format is read by
-the pipeline's :class:`~melanoma_kd.data.dataset.CacheDataset` through a ``DataLoader`` (pinned
-memory, persistent workers), its batches become views on the device
-(:mod:`melanoma_kd.data.views`, the recipe's augmentation, hue jitter included) and then model
-input, and the model takes AdamW steps with bf16 autocast and channels-last memory — what
-``train.fit`` does on CUDA. After ``--warmup`` untimed steps, ``--steps`` timed steps give:
+the pipeline's :class:`~melanoma_kd.data.dataset.CacheDataset` through the training loop's own
+loader (``train._loader``: pinned memory, persistent workers), its batches become views on the
+device (:mod:`melanoma_kd.data.views`, the recipe's augmentation, hue jitter included) and then
+model input, and the model takes AdamW steps under the recipe's ``train.amp`` (bf16 autocast) and
+``train.channels_last`` as ``train.device_path`` applies them — what ``train.fit`` does on CUDA;
+``--amp`` / ``--channels-last`` override the recipe's values. After ``--warmup`` untimed steps,
+``--steps`` timed steps give:
 
 * train img/s (whole step: loader wait, views, forward, backward, optimizer),
 * loader + views img/s alone (the same batches, no model) — the loader keeps up when this is
@@ -16,12 +18,12 @@ input, and the model takes AdamW steps with bf16 autocast and channels-last memo
     python benchmarks/gpu.py                     # CUDA; about 2-4 min on one modern GPU
     python benchmarks/gpu.py --device cpu --steps 2 --warmup 1 --batch 4 --sizes 64 \
         --images 16 --teacher resnet10t --student mobilenetv3_small_100   # smoke run
+    python benchmarks/gpu.py --amp off --channels-last false   # the fp32, contiguous baseline
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +33,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from melanoma_kd.config import load_params
+from melanoma_kd import train as train_mod
+from melanoma_kd.config import TrainParams, load_params
 from melanoma_kd.data.cache import write_split_cache
 from melanoma_kd.data.dataset import CacheDataset
 from melanoma_kd.data.transforms import build_augment, model_input
@@ -54,19 +57,6 @@ def _cache(path: Path, n: int, size: int) -> None:
     write_split_cache(path, rows, images, size, "train", "benchmark")
 
 
-def _loader(ds: CacheDataset, batch: int, workers: int, cuda: bool) -> DataLoader:
-    return DataLoader(
-        ds,
-        batch_size=batch,
-        shuffle=True,
-        drop_last=True,
-        num_workers=workers,
-        pin_memory=cuda,
-        persistent_workers=workers > 0,
-        generator=torch.Generator().manual_seed(0),
-    )
-
-
 def _batches(loader: DataLoader, n: int):
     while True:
         for b in loader:
@@ -86,26 +76,27 @@ def measure(
 ) -> dict[str, float]:
     """Train img/s, loader+views img/s and peak memory of ``arch`` at ``size`` px."""
     cuda = device.type == "cuda"
+    path = train_mod.device_path(args.cfg, device)
     model, _ = build_model(arch)
     model.to(device).train()
-    if cuda:
+    if path.channels_last:
         model.to(memory_format=torch.channels_last)
+    if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
-    loader = _loader(ds, args.batch, args.workers, cuda)
+    loader = train_mod._loader(ds, args.cfg, 0, path)
 
     def inputs(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         views = ds.views(batch["image"].to(device, non_blocking=True), batch["index"])
         x = model_input(views, size, IMAGENET_MEAN, IMAGENET_STD)
-        if cuda:
+        if path.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, batch["label"].to(device, non_blocking=True)
 
     def step(batch: dict) -> None:
         x, y = inputs(batch)
-        with amp:
+        with train_mod.autocast(path, device):
             loss = loss_fn(model(x), y)
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -114,19 +105,20 @@ def measure(
     for batch in _batches(loader, args.warmup):
         step(batch)
     _sync(device)
-    start = time.perf_counter()
+    start, n_train = time.perf_counter(), 0
     for batch in _batches(loader, args.steps):
         step(batch)
+        n_train += len(batch["label"])  # an epoch's last batch may be short
     _sync(device)
     train_s = time.perf_counter() - start
-    start = time.perf_counter()
+    start, n_data = time.perf_counter(), 0
     for batch in _batches(loader, args.steps):
         inputs(batch)
+        n_data += len(batch["label"])
     _sync(device)
     data_s = time.perf_counter() - start
-    n = args.steps * args.batch
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
-    return {"train": n / train_s, "data": n / data_s, "peak_gib": peak}
+    return {"train": n_train / train_s, "data": n_data / data_s, "peak_gib": peak}
 
 
 def main() -> None:
@@ -141,15 +133,36 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--images", type=int, default=1024)
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--amp", choices=["bf16", "off"], default=recipe.train.amp)
+    ap.add_argument(
+        "--channels-last",
+        choices=["true", "false"],
+        default=str(recipe.train.channels_last).lower(),
+    )
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu.py: no CUDA device here (run it where one is lent)")
     if device.type == "cpu":
         args.workers = 0
+    args.cfg = recipe.train.model_copy(
+        update={
+            "batch_size": args.batch,
+            "num_workers": args.workers,
+            "amp": args.amp,
+            "channels_last": args.channels_last == "true",
+            "balanced_sampler": False,
+        }
+    )
+    TrainParams.model_validate(args.cfg.model_dump())  # the overrides are valid train params
     augment = build_augment(recipe.augment)
+    path = train_mod.device_path(args.cfg, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device: {name}; batch {args.batch}, {args.steps} timed steps, {args.workers} workers")
+    print(
+        f"device: {name}; batch {args.batch}, {args.steps} timed steps, {args.workers} workers, "
+        f"train.amp {args.amp}, train.channels_last {args.channels_last} "
+        f"(applied: autocast {path.amp_dtype or 'off'}, channels_last {path.channels_last})"
+    )
     print(f"{'model':<32} {'px':>4} {'train img/s':>12} {'loader+views img/s':>19} {'peak GiB':>9}")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:

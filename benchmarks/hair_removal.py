@@ -110,6 +110,7 @@ def main() -> None:
         "1 worker": base.model_copy(update={"workers": 1}),
         f"{cores} workers": base.model_copy(update={"workers": cores}),
     }
+    load_before = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     times: dict[str, list[float]] = {name: [] for name in settings}
     cores_used: dict[str, list[float]] = {name: [] for name in settings}
     digests: set[str] = set()
@@ -153,7 +154,10 @@ def main() -> None:
         f"~{cores * serial_cpu / pool_cpu:.2f}x (a projection, not a measurement)"
     )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"  load average now {load}: other processes on the machine shrink 'cores obtained'")
+    print(
+        f"  load average at start {load_before}, now {load}: other processes on the machine "
+        "shrink 'cores obtained'"
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-dir", required=True, help="the evaluate stage's folder")
     ap.add_argument("--baselines", default="", help="optional ('' = none)")
     ap.add_argument("--benchmark", default="", help="optional ('' = none)")
+    ap.add_argument(
+        "--hair-effect", default="", help="hair_evaluate's comparison, optional ('' = none)"
+    )
     ap.add_argument("--plots-dir", required=True, help="the plot stage's figures (linked)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--export-metrics", required=True, help="export metrics of the KD student")
@@ -38,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         baselines=args.baselines,
         benchmark=args.benchmark,
         plots_dir=args.plots_dir,
+        hair_effect=args.hair_effect,
     )
     write_report(args.out, render(inputs, args.out))
     write_json(
@@ -50,7 +54,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     missing = [
         p
-        for p, d in ((args.baselines, inputs.baselines), (args.benchmark, inputs.benchmark))
+        for p, d in (
+            (args.baselines, inputs.baselines),
+            (args.benchmark, inputs.benchmark),
+            (args.hair_effect, inputs.hair_effect),
+        )
         if d is None and p  # an empty path means "not wanted" (the benchmark is not committed)
     ]
     print(

@@ -227,7 +227,9 @@ def _run(
     params = tmp / "params.yaml"
     preprocess = {"workers": 2, "chunk_size": 8, **preprocess}
     no_transfer = {"transfer_images": 0}  # real data would need distill.transfer_dir
+    no_ablation = {"arms": []}  # its arms must differ from whichever detector is main here
     raw = {"data": {"source": source}, "preprocess": preprocess, "distill": no_transfer}
+    raw["hair_ablation"] = no_ablation
     params.write_text(yaml.safe_dump(raw))
     argv = ["--params", str(params), "--manifest", str(manifest), "--out", str(tmp / "d.h5")]
     argv += ["--metrics", str(tmp / "m.json"), "--plot", str(tmp / "p.png")]
@@ -487,15 +489,35 @@ def test_tuning_uses_train_rows_only_and_respects_the_lesion_limit(
     splits["split"] = ["train" if i % 3 == 0 else "val" for i in range(len(splits))]
     samples = load_train_samples(splits, raw)
     assert len(samples) == (len(splits) + 2) // 3
-    grid = {"threshold": [3, 10], "relative_threshold": [0.0, 0.3]}
-    best, rows = tune_shape(samples, SHAPE.shape, grid, max_lesion=0.01)
-    assert len(rows) == 4
-    ok = [r for r in rows if r["lesion_marked"] <= 0.01]
-    chosen = next(r for r in rows if all(r[k] == getattr(best, k) for k in grid))
-    if ok:
-        assert chosen["iou"] == max(r["iou"] for r in ok) and chosen in ok
-    else:
-        assert chosen["lesion_marked"] == min(r["lesion_marked"] for r in rows)
+    grid = {"threshold": [3, 10], "relative_threshold": [0.0, 0.3], "colour_gain": [0.0, 3.5]}
+    for floor in (0.0, 0.6, 1.01):  # a floor no point reaches falls back to the most precise
+        best, rows = tune_shape(samples, SHAPE.shape, grid, max_lesion=0.01, min_precision=floor)
+        assert len(rows) == 8
+        chosen = next(r for r in rows if all(r[k] == getattr(best, k) for k in grid))
+        ok = [r for r in rows if r["lesion_marked"] <= 0.01]
+        precise = [r for r in ok if r["precision"] >= floor]
+        if precise:
+            assert chosen in precise and chosen["recall"] == max(r["recall"] for r in precise)
+        elif ok:
+            assert chosen in ok and chosen["precision"] == max(r["precision"] for r in ok)
+        else:
+            assert chosen["lesion_marked"] == min(r["lesion_marked"] for r in rows)
+
+
+def test_tuning_responses_match_the_detector(generated: tuple[Path, Path]) -> None:
+    """The tuning's shortcut (responses once per kernel, the colour gain applied afterwards)
+    gives exactly the masks the detector gives."""
+    from melanoma_kd.data.hair_tuning import _mask, _responses, load_train_samples
+
+    raw, manifest_path = generated
+    splits = pd.read_csv(manifest_path, dtype=str).assign(split="train")
+    samples = load_train_samples(splits, raw, limit=6)
+    for gain in (0.0, 3.5):
+        p = SHAPE.model_copy(update={"shape": SHAPE.shape.model_copy(update={"colour_gain": gain})})
+        for s in samples:
+            assert np.array_equal(
+                _mask(_responses(s.image, p.shape), p.shape), hair_mask(s.image, p)
+            )
 
 
 def test_stage_reports_both_detectors(generated: tuple[Path, Path], tmp_path: Path) -> None:
@@ -510,3 +532,65 @@ def test_stage_reports_both_detectors(generated: tuple[Path, Path], tmp_path: Pa
         assert set(result["per_type"]) <= {"dark", "thin", "grey", "blond", "ruler"}
     again = _run(tmp_path, manifest_path, raw, detector="reference")
     assert again["by_detector"] == by  # the same two figures whichever one is configured
+
+
+# --- the colour branch: hairs lighter than what they cross -----------------------------------
+
+
+def test_light_colour_residual_by_hand() -> None:
+    from melanoma_kd.data.hair import light_colour_residual
+
+    def lab(rgb: tuple[int, int, int]) -> np.ndarray:  # OpenCV's 8-bit Lab of one colour
+        return cv2.cvtColor(np.array([[rgb]], np.uint8), cv2.COLOR_RGB2Lab)[0, 0].astype(float)
+
+    img = np.full((9, 9, 3), 128, np.uint8)
+    assert not light_colour_residual(img, 5).any()  # flat: nothing
+    img[2, 2] = 60  # a darker grey pixel
+    img[6, 2] = (90, 40, 30)  # a darker, strongly coloured pixel (a dot of pigment)
+    img[6, 6] = 200  # a lighter grey pixel
+    img[2, 6] = (200, 170, 90)  # a blond pixel
+    res = light_colour_residual(img, 5)
+    grey = lab((128, 128, 128))
+    assert res[2, 2] == 0 and res[6, 2] == 0  # darker: the black-hat's, whatever its hue
+    assert res[6, 6] == pytest.approx(np.linalg.norm(lab((200, 200, 200)) - grey), rel=1e-5)
+    assert res[2, 6] == pytest.approx(np.linalg.norm(lab((200, 170, 90)) - grey), rel=1e-5)
+    assert res[4, 4] == 0 and res[0, 8] == 0
+
+
+def _blond_line(img: np.ndarray) -> np.ndarray:
+    """A 1-px blond hair across the frame: lighter and yellower than skin and lesion."""
+    line = np.zeros(img.shape[:2], np.uint8)
+    cv2.line(line, (6, 20), (122, 110), 1, 1)
+    img[line.astype(bool)] = (225, 190, 110)
+    return line
+
+
+def test_colour_branch_finds_a_light_hair_the_black_hat_misses() -> None:
+    img = _flat(128)
+    cv2.circle(img, (64, 64), 30, (120, 80, 60), -1)  # a lesion the hair crosses
+    line = _blond_line(img)
+    noisy = np.clip(img + np.random.default_rng(1).normal(0, 2.5, img.shape), 0, 255)
+    img = np.rint(noisy).astype(np.uint8)
+    off = SHAPE.model_copy(update={"shape": SHAPE.shape.model_copy(update={"colour_gain": 0.0})})
+    found = hair_mask(img, SHAPE).astype(bool)
+    assert found[line.astype(bool)].mean() > 0.9
+    assert hair_mask(img, off)[line.astype(bool)].mean() < 0.1  # the dark branch alone misses it
+    near_line = cv2.dilate(line, np.ones((3, 3), np.uint8)).astype(bool)
+    assert not (found & ~near_line).any()  # not the lesion's border, not the noise
+
+
+def test_colour_branch_rejects_light_dots_rings_and_network() -> None:
+    img = _flat(128)
+    cv2.circle(img, (64, 64), 30, (120, 80, 60), -1)
+    light = (235, 215, 200)
+    network = _honeycomb(img, (64, 64), 22)
+    img[network.astype(bool)] = light  # a light (depigmented) network inside the lesion
+    dots = np.zeros(img.shape[:2], np.uint8)
+    for (x, y), r in (((16, 16), 1), ((110, 20), 2), ((20, 110), 3)):
+        cv2.circle(dots, (x, y), r, 1, -1)
+    ring = np.zeros(img.shape[:2], np.uint8)
+    cv2.circle(ring, (104, 104), 9, 1, 1)  # a bubble's light rim
+    img[(dots | ring).astype(bool)] = light
+    found = hair_mask(img, SHAPE).astype(bool)
+    for name, m in {"network": network, "dots": dots, "ring": ring}.items():
+        assert found[m.astype(bool)].mean() < 0.05, name

@@ -3,13 +3,17 @@ param change reruns exactly the stages that read it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
+from melanoma_kd.config import load_params
+from melanoma_kd.models.build import load_checkpoint
 from tests.dvc_repo import changed_stages, ran_stages, run
 
 pytestmark = pytest.mark.pipeline
@@ -60,11 +64,15 @@ def test_preprocess_change_reruns_hair_removal_and_downstream_only(repo: Path) -
         changed = changed_stages(repo)
         # remove_hair and transfer_set (its unlabelled images get the same hair removal) read
         # preprocess.*; export embeds the hair-removal settings in the ONNX metadata for
-        # `melanoma-kd predict`. Nothing else reads them.
+        # `melanoma-kd predict`; each hair-ablation arm's cache preprocesses the images its own
+        # way from the same settings. Nothing else reads them.
+        arms = yaml.safe_load((repo / "params.yaml").read_text())["hair_ablation"]["arms"]
+        assert arms
         assert "remove_hair" in changed
         assert {s for s in changed if not s.startswith("export_")} == {
             "remove_hair",
             "transfer_set",
+            *(f"hair_cache@{arm}" for arm in arms),
         }
         would_run = ran_stages(run(repo, "dvc", "repro", "--dry").stdout)
     assert "remove_hair" in would_run
@@ -93,3 +101,51 @@ def test_new_teacher_arch_trains_only_that_teacher(repo: Path) -> None:
     assert "train_teacher@mobilenetv3_small_050" in changed
     assert "train_teacher@resnet18" not in changed
     assert not changed & (DATA_STAGES | {"train_student", "remove_hair", "cache"})
+
+
+def test_hair_ablation_pools_paired_differences_over_seeds(repo: Path) -> None:
+    """metrics/hair_effect.json: every arm's student and teacher scored on its own arm's holdout
+    images; the pooled Δ is the mean over seeds of the per-seed ROC-AUC differences, recomputed
+    here with scikit-learn from the checkpoints."""
+    from sklearn.metrics import roc_auc_score
+
+    from melanoma_kd.evaluate import checked_holdout
+    from melanoma_kd.hair_ablation import arm_runs, read_best_teacher
+    from melanoma_kd.inference import score_checkpoint
+
+    params = load_params(repo / "params.yaml")
+    effect = json.loads((repo / "metrics/hair_effect.json").read_text())
+    arms = params.hair_ablation.arms
+    seeds = params.hair_ablation.seeds
+    assert effect["arms"] == ",".join(["shape", *arms]) and effect["n_seeds"] == len(seeds) > 1
+    teacher = read_best_teacher(params, repo / "models/best_teacher.json")
+    assert effect["teacher_arch"] == teacher
+    runs = arm_runs(
+        params,
+        teacher,
+        models=repo / "models",
+        main_cache=repo / "data/cache",
+        arm_caches=repo / "data/hair_ablation",
+    )
+    holdout = {
+        r.name: checked_holdout(score_checkpoint(r.checkpoint, r.cache_dir / "holdout.h5"), r.name)
+        for r in runs
+    }
+    ids = holdout[runs[0].name]["image_id"]
+    assert all(df["image_id"].equals(ids) for df in holdout.values())
+    y = holdout[runs[0].name]["label"].to_numpy()
+    for role in ("student", "teacher"):
+        for arm in arms:
+            c = effect[role]["comparisons"][f"shape_vs_{arm}"]
+            per_seed = [
+                roc_auc_score(y, holdout[f"{role}_shape_seed{s}"]["score"])
+                - roc_auc_score(y, holdout[f"{role}_{arm}_seed{s}"]["score"])
+                for s in seeds
+            ]
+            assert c["roc_auc_delta"] == pytest.approx(np.mean(per_seed), abs=2e-6)
+            assert c["roc_auc_ci_lo"] <= c["roc_auc_delta"] <= c["roc_auc_ci_hi"]
+    # a teacher replicate and an arm's run differ from the main run by seed / images only
+    _, meta = load_checkpoint(repo / "models/teacher_replicates/1.pt")
+    assert (meta["arch"], meta["replicate_seed"], meta["role"]) == (teacher, 1, "teacher")
+    report = (repo / "reports/summary.md").read_text()
+    assert "## Hair removal: effect on the classifier" in report

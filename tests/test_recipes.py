@@ -34,6 +34,7 @@ TOY_OVERRIDES: dict[str, Any] = {
     "evaluate.n_boot": 100,  # config minimum
     "benchmark.warmup": 1,
     "benchmark.runs": 10,  # config minimum
+    "benchmark.threads": [1],  # one thread count timed, not two (each is a full timing pass)
     "quantize.calibration_size": 8,
     "train.num_threads": 2,  # the CI host's cores
     "train.num_workers": 0,  # loader processes: a throughput knob, not part of the model

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -95,29 +95,36 @@ class SplitParams(Section):
 
 class ShapeDetectorParams(Section):
     """The ``shape`` hair detector (``melanoma_kd.data.hair``): black-hat, an oriented line
-    filter with hysteresis, a pixel threshold relative to the local ridge, and component shape.
+    filter with hysteresis, a pixel threshold relative to the local ridge, and component shape;
+    the same filters on a colour residual find hairs lighter than what they cross (``colour_*``).
     Defaults chosen on train images only (``python -m melanoma_kd.data.hair_tuning``)."""
 
     blackhat_kernel: Annotated[int, Field(ge=3, le=51)] = 7
-    threshold: Annotated[int, Field(ge=1, le=255)] = 15  # black-hat grey levels
+    threshold: Annotated[int, Field(ge=1, le=255)] = 10  # black-hat grey levels
     line_length: Annotated[int, Field(ge=3, le=51)] = 13  # px, odd
     line_angles: Annotated[int, Field(ge=2, le=64)] = 24
     line_threshold: Annotated[float, Field(gt=0.0)] = 12.0  # line response that seeds a hair
     line_threshold_low: Annotated[float, Field(gt=0.0)] = 6.0  # ... that extends one
     line_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.35  # seed: line / local ridge max
-    relative_threshold: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.3  # of the local ridge max
+    relative_threshold: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.25  # of the local ridge max
     min_length: NonNegInt = 12  # px, longest bounding-box side of a kept component
     long_length: PositiveInt = 30  # px; components this long are hair whatever their shape
     min_elongation: Annotated[float, Field(ge=1.0)] = 4.0  # sqrt of the moments' eigen-ratio
     max_hole: NonNegInt = 3  # px enclosed by a short component (rings, network cells)
     mesh_cell: PositiveInt = 40  # px: holes up to this size are network cells ...
     max_cells: NonNegInt = 6  # ... and a component with more of them is network
+    colour_gain: Annotated[float, Field(ge=0.0)] = 5.5  # colour branch (light hair); 0 = off
+    colour_median: Annotated[int, Field(ge=3, le=31)] = 7  # px, odd: its median window
+    colour_threshold: Annotated[float, Field(gt=0.0)] = 24.0  # its ridge's step-1 threshold
+    colour_relative_threshold: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.35  # its step 3
     dilate: NonNegInt = 0
 
     @model_validator(mode="after")
     def _consistent(self) -> ShapeDetectorParams:
         if self.line_length % 2 == 0:
             raise ValueError("shape.line_length must be odd")
+        if self.colour_median % 2 == 0:
+            raise ValueError("shape.colour_median must be odd")
         if self.line_threshold_low > self.line_threshold:
             raise ValueError("shape.line_threshold_low must be <= shape.line_threshold")
         return self
@@ -185,6 +192,9 @@ class TrainParams(Section):
     nproc: PositiveInt = 1  # training processes (DDP under torchrun when > 1)
     num_workers: NonNegInt = 0
     synthetic_positives: bool = False
+    # CUDA only (no-ops on CPU, which always trains in float32; see train.device_path):
+    amp: Literal["bf16", "off"] = "bf16"  # bf16 autocast of the training step
+    channels_last: bool = True  # channels-last memory format for model weights and input
 
     @model_validator(mode="after")
     def _imbalance_corrected_once(self) -> TrainParams:
@@ -205,13 +215,38 @@ class ReplicatesParams(Section):
     seeds: Annotated[list[NonNegInt], Field(min_length=1)] = Field(
         default_factory=lambda: [1, 2, 3, 4]
     )
+    # the best teacher retrained per seed (teacher_replicate; the hair-removal ablation pools
+    # over them); [] = none
+    teacher_seeds: list[NonNegInt] = Field(default_factory=lambda: [1, 2])
 
-    @field_validator("seeds")
+    @field_validator("seeds", "teacher_seeds")
     @classmethod
     def _distinct(cls, seeds: list[int]) -> list[int]:
         if len(set(seeds)) != len(seeds):
             raise ValueError("must be distinct")
         return seeds
+
+
+HairArm = Literal["none", "reference", "shape"]
+
+
+class HairAblationParams(Section):
+    """Hair removal's effect on the classifier: the scratch student and the best teacher
+    retrained, per seed, on images preprocessed another way (``arms``: ``none`` = no hair
+    removal, or the other detector) and compared, paired on the same holdout images and pooled
+    over ``seeds``, with the main pipeline's preprocessing (``melanoma_kd.hair_ablation``)."""
+
+    arms: list[HairArm] = Field(default_factory=lambda: ["none", "reference"])  # [] = off
+    seeds: Annotated[list[NonNegInt], Field(min_length=1)] = Field(
+        default_factory=lambda: [0, 1, 2]
+    )
+
+    @field_validator("arms", "seeds")
+    @classmethod
+    def _distinct(cls, values: list[Any]) -> list[Any]:
+        if len(set(values)) != len(values):
+            raise ValueError("must be distinct")
+        return values
 
 
 class ModelsParams(Section):
@@ -386,6 +421,7 @@ class Params(Section):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     predict: PredictParams = Field(default_factory=PredictParams)
     synth: SynthParams = Field(default_factory=SynthParams)
+    hair_ablation: HairAblationParams = Field(default_factory=HairAblationParams)
 
     @model_validator(mode="after")
     def _cache_serves_every_model(self) -> Params:
@@ -420,11 +456,38 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _replicates_are_not_the_main_run(self) -> Params:
-        if self.train.seed in self.replicates.seeds:
+        for key in ("seeds", "teacher_seeds"):
+            if self.train.seed in getattr(self.replicates, key):
+                raise ValueError(
+                    f"replicates.{key} must not contain train.seed ({self.train.seed}); "
+                    "the main runs already use it"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _hair_ablation_has_its_comparators(self) -> Params:
+        h = self.hair_ablation
+        if not h.arms:
+            return self
+        main = self.preprocess.detector if self.preprocess.hair_removal else "none"
+        if main in h.arms:
             raise ValueError(
-                f"replicates.seeds must not contain train.seed ({self.train.seed}); "
-                "the main runs already use it"
+                f"hair_ablation.arms must not contain {main!r}: that is the main pipeline's "
+                "preprocessing (preprocess.hair_removal / preprocess.detector), always compared; "
+                "list only the others"
             )
+        if self.train.synthetic_positives:
+            raise ValueError(
+                "hair_ablation.arms: the ablation trains on the labelled images only; it needs "
+                "train.synthetic_positives: false (or hair_ablation.arms: [])"
+            )
+        for key, what in (("seeds", "scratch student"), ("teacher_seeds", "best teacher")):
+            have = {self.train.seed, *getattr(self.replicates, key)}
+            if lacking := sorted(set(h.seeds) - have):
+                raise ValueError(
+                    f"hair_ablation.seeds {lacking}: the main pipeline's {what} is trained "
+                    f"only at train.seed and replicates.{key} ({sorted(have)})"
+                )
         return self
 
 

@@ -98,6 +98,12 @@ def _checked_frame(df: pd.DataFrame, where: str, holdout: bool) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def checked_holdout(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Validated holdout predictions (``image_id, label, score, patient_id``), scores rounded
+    as every reported holdout score is."""
+    return _checked_frame(df, where, holdout=True)
+
+
 def checked_predictions(
     name: str,
     val: pd.DataFrame,

@@ -23,6 +23,7 @@ OPTIONAL = (
     "## Seed replicates (holdout)",
     "## Comparisons pooled over seeds (headline)",
     "## Transfer set",
+    "## Hair removal: effect on the classifier",
 )
 
 

@@ -34,6 +34,7 @@ class ReportInputs(EvaluationRecord):
     files: EvaluationFiles = field(default_factory=EvaluationFiles)
     baselines: dict[str, Any] | None = None
     benchmark: dict[str, Any] | None = None
+    hair_effect: dict[str, Any] | None = None
     baselines_path: str = ""
     benchmark_path: str = ""
     plots_dir: Path = Path("plots")
@@ -47,9 +48,10 @@ def load_inputs(
     baselines: str | Path,
     benchmark: str | Path,
     plots_dir: str | Path,
+    hair_effect: str | Path = "",
 ) -> ReportInputs:
-    """The evaluation of ``specs`` (required) and the baselines / benchmark (optional; an empty
-    path means "not wanted")."""
+    """The evaluation of ``specs`` (required) and the baselines / benchmark / hair-removal
+    ablation (optional; an empty path means "not wanted")."""
     record = load_evaluation(files, specs, cfg)
     bench = read_optional(Path(benchmark)) if str(benchmark) else None
     if bench is not None and not isinstance(bench.get("models"), dict):
@@ -59,6 +61,7 @@ def load_inputs(
         files=files,
         baselines=read_optional(Path(baselines)) if str(baselines) else None,
         benchmark=bench,
+        hair_effect=read_optional(Path(hair_effect)) if str(hair_effect) else None,
         baselines_path=str(baselines),
         benchmark_path=str(benchmark),
         plots_dir=Path(plots_dir),
@@ -88,6 +91,7 @@ def render(inputs: ReportInputs, report_path: str | Path = "reports/summary.md")
         *S.pooled_section(inputs),
         *S.kd_gain_section(inputs),
         *S.transfer_section(inputs),
+        *S.hair_section(inputs),
         *S.ablation_section(inputs, selected),
         *S.error_section(inputs),
         *S.baselines_section(inputs),

@@ -110,13 +110,35 @@ class Run:
         return self.record["params_hash"]
 
 
-def teacher_run(params: Params, arch: str) -> Run:
-    """One teacher (``train_teacher@<arch>``)."""
+def _variant(params: Params, seed: int | None, hair: str | None) -> tuple[dict[str, Any], str]:
+    """What a seed replicate (``seed`` other than ``train.seed``) and a hair-removal ablation arm
+    (``hair``: the preprocessing its images had) add to a run's hash and record, and to its
+    description."""
+    extra: dict[str, Any] = {}
+    desc = []
+    if seed is not None and seed != params.train.seed:
+        extra["replicate_seed"] = seed
+        desc.append(f"seed {seed}")
+    if hair is not None:
+        extra["hair_arm"] = hair
+        desc.append(f"hair arm {hair}")
+    return extra, ", ".join(desc)
+
+
+def teacher_run(
+    params: Params, arch: str, *, seed: int | None = None, hair: str | None = None
+) -> Run:
+    """One teacher (``train_teacher@<arch>``); with ``seed`` other than ``train.seed`` a seed
+    replicate of it (``teacher_replicate``), with ``hair`` trained on an ablation arm's images
+    (``hair_teacher``)."""
     t = params.teachers
     schedule = {"arch": arch, "epochs": t.epochs, "lr": t.lr, "size": t.image_size}
-    digest = params_hash(params, *TEACHER_SECTIONS, extra=schedule)
-    record = {"role": "teacher", "params_hash": digest}
-    return Run(f"teacher {arch}", arch, t.epochs, t.lr, t.image_size, record)
+    variant, label = _variant(params, seed, hair)
+    digest = params_hash(params, *TEACHER_SECTIONS, extra=schedule | variant)
+    record = {"role": "teacher", **variant, "params_hash": digest}
+    desc = f"teacher {arch}" + (f" ({label})" if label else "")
+    replicate = seed if "replicate_seed" in variant else None
+    return Run(desc, arch, t.epochs, t.lr, t.image_size, record, seed=replicate)
 
 
 def student_run(
@@ -125,18 +147,26 @@ def student_run(
     *,
     seed: int | None = None,
     use_transfer: bool = True,
+    hair: str | None = None,
 ) -> Run:
     """A student run: from scratch (no ``point``) or distilled at ``point``.
 
     ``seed`` other than ``train.seed`` makes it a seed replicate: only the init/shuffle seed
     differs from the main run, and the hash adds it. ``use_transfer=False`` is a KD point
     trained without its transfer set (the ablation); with ``distill.transfer_images`` 0 every KD
-    run is.
+    run is. ``hair`` (scratch only) is the student of a hair-removal ablation arm
+    (``hair_student``), trained on that arm's images.
     """
     replicate = seed is not None and seed != params.train.seed
     extra: dict[str, Any] = {}
     record: dict[str, Any] = {"seed": seed} if replicate else {}
-    if point is None:
+    if hair is not None and point is not None:
+        raise UserError("a hair-removal ablation arm trains the scratch student only")
+    if hair is not None:
+        record |= {"role": "student", "hair_arm": hair}
+        extra["hair_arm"] = hair
+        desc = f"hair arm {hair}, seed {params.train.seed if seed is None else seed}: scratch"
+    elif point is None:
         record["role"] = "student"
         desc = f"replicate seed {seed}: scratch" if replicate else "student (scratch)"
     else:

@@ -7,7 +7,8 @@ set's views follow the train split's (indices ``n_train..``), computed in the sa
 
 The file stores float16 (:data:`STORED_DTYPE`): half the disk of float32 (at the ISIC-2024
 recipe's scale with SwinV2 feature taps, tens of GB), with a relative rounding error of at most
-2⁻¹¹; the reader (:class:`melanoma_kd.train.TeacherOutputs`) returns float32.
+2⁻¹¹; the reader (:class:`melanoma_kd.train.TeacherOutputs`) returns float32. ``dtype``
+float32 keeps full precision (``benchmarks/teacher_outputs_precision.py`` compares the two).
 """
 
 from __future__ import annotations
@@ -30,19 +31,19 @@ from melanoma_kd.models.build import load_checkpoint
 from melanoma_kd.selection import best_by_validation, run_summaries
 
 STORED_DTYPE = np.float16
-_STORED_MAX = float(np.finfo(STORED_DTYPE).max)
 
 
-def to_stored(values: torch.Tensor, what: str) -> np.ndarray:
-    """``values`` as :data:`STORED_DTYPE`; a finite value beyond its range is a
-    :class:`UserError` (it would be stored as infinity)."""
+def to_stored(values: torch.Tensor, what: str, dtype: type = STORED_DTYPE) -> np.ndarray:
+    """``values`` as ``dtype`` (default :data:`STORED_DTYPE`); a finite value beyond its range
+    is a :class:`UserError` (it would be stored as infinity)."""
     out = values.float().numpy()
-    if np.abs(out[np.isfinite(out)]).max(initial=0.0) > _STORED_MAX:
+    top = float(np.finfo(dtype).max)
+    if np.abs(out[np.isfinite(out)]).max(initial=0.0) > top:
         raise UserError(
-            f"teacher {what} exceed the float16 range (|x| > {_STORED_MAX:g}); "
+            f"teacher {what} exceed the {np.dtype(dtype).name} range (|x| > {top:g}); "
             "the teacher checkpoint is unusable for KD"
         )
-    return out.astype(STORED_DTYPE)
+    return out.astype(dtype)
 
 
 def choose_teacher(choice: str, archs: list[str], metrics_root: str | Path) -> str:
@@ -66,8 +67,10 @@ def compute_teacher_outputs(
     out_path: str | Path,
     batch_size: int = 128,
     transfer_cache: str | Path | None = None,
+    dtype: type = STORED_DTYPE,
 ) -> dict[str, int | str]:
-    """Write ``logits`` (E×N×2) and ``features_k`` (E×N×C_k), float16, to ``out_path``.
+    """Write ``logits`` (E×N×2) and ``features_k`` (E×N×C_k), as ``dtype`` (the pipeline's
+    float16 unless given), to ``out_path``.
 
     N covers the train split and then, when ``transfer_cache`` is given, the transfer set."""
     model, meta = load_checkpoint(checkpoint)
@@ -90,20 +93,20 @@ def compute_teacher_outputs(
                 logits, feats = logits.cpu(), [f.cpu() for f in feats]
                 if logits_ds is None:
                     logits_ds = h5.create_dataset(
-                        "logits", (epochs, n, 2), STORED_DTYPE, track_times=False
+                        "logits", (epochs, n, 2), dtype, track_times=False
                     )
                     feats_ds = [
                         h5.create_dataset(
                             f"features_{k}",
                             (epochs, n, f.shape[1]),
-                            STORED_DTYPE,
+                            dtype,
                             track_times=False,
                         )
                         for k, f in enumerate(feats)
                     ]
-                logits_ds[epoch, idx[0] : idx[-1] + 1] = to_stored(logits, "logits")
+                logits_ds[epoch, idx[0] : idx[-1] + 1] = to_stored(logits, "logits", dtype)
                 for d, f in zip(feats_ds, feats, strict=True):
-                    d[epoch, idx[0] : idx[-1] + 1] = to_stored(f, "features")
+                    d[epoch, idx[0] : idx[-1] + 1] = to_stored(f, "features", dtype)
         h5.attrs["teacher_arch"] = meta["arch"]
         h5.attrs["teacher_image_size"] = size
         h5.attrs["n_features"] = len(feats_ds)

@@ -5,14 +5,21 @@ Read top to bottom: seed → loaders → optimizer/scheduler → epochs (train, 
 step and keeps the final weights; ``plateau`` checkpoints the best validation pAUC and stops
 early. The objective (``distill.py``)
 decides the loss; the loop knows nothing about KD beyond passing cached teacher outputs along.
+
+On CUDA, :func:`device_path` turns ``train.amp`` and ``train.channels_last`` into bf16 autocast
+and channels-last memory, and the loader pins memory; one loader serves every epoch (its sampler
+is told the epoch), so with ``num_workers`` > 0 its workers persist. On CPU the step is float32
+and contiguous whatever those params say, and the results do not depend on the worker count.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from melanoma_kd import distributed
@@ -123,28 +130,100 @@ class Schedule:
     std: tuple[float, ...]
 
 
-def _loader(ds: CacheDataset, cfg: TrainParams, epoch: int) -> DataLoader:
-    """Epoch ``epoch``'s seeded order (or balanced draw) — under DDP this rank's shard of it;
-    a lone last sample is dropped, since BatchNorm cannot train on a batch of one."""
-    seed = cfg.seed * 100_003 + epoch
-    order = (
-        {"sampler": balanced_sampler(ds.labels, seed)}
-        if cfg.balanced_sampler
-        else {"shuffle": True, "generator": torch.Generator().manual_seed(seed)}
+@dataclass(frozen=True)
+class DevicePath:
+    """What the training step does on its device: autocast dtype (``None``: float32),
+    channels-last memory, pinned loader memory, persistent loader workers."""
+
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    pin_memory: bool
+    persistent_workers: bool
+
+
+def device_path(
+    cfg: TrainParams, device: torch.device, bf16_supported: bool | None = None
+) -> DevicePath:
+    """``train.amp`` / ``train.channels_last`` as they apply on ``device``: CUDA only (CPU
+    training stays float32 and contiguous, so CPU results never depend on them). ``amp: bf16`` on
+    a GPU without bf16 (``bf16_supported``; asked of the GPU when ``None``) falls back to float32
+    with a warning. Pinned memory on CUDA; workers persist whenever there are any."""
+    cuda = device.type == "cuda"
+    amp = cuda and cfg.amp == "bf16"
+    if amp and not (torch.cuda.is_bf16_supported() if bf16_supported is None else bf16_supported):
+        print(
+            "warning: train.amp is bf16 but this GPU lacks bf16; training in float32",
+            file=sys.stderr,
+        )
+        amp = False
+    return DevicePath(
+        amp_dtype=torch.bfloat16 if amp else None,
+        channels_last=cuda and cfg.channels_last,
+        pin_memory=cuda,
+        persistent_workers=cfg.num_workers > 0,
     )
-    n = len(ds)
-    rank, world = distributed.rank_and_world()
-    if world > 1:  # the order one process would draw (same sampler and RNG use), then a shard
+
+
+def autocast(path: DevicePath, device: torch.device) -> contextlib.AbstractContextManager:
+    """The training step's autocast context: ``path.amp_dtype`` on ``device``, or none."""
+    if path.amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=path.amp_dtype)
+
+
+class EpochOrder(Sampler[int]):
+    """The current epoch's seeded order (or balanced draw) — under DDP this rank's shard of it.
+
+    One loader serves every epoch (so its workers can persist); :meth:`set_epoch` picks the
+    epoch, whose order is drawn when the loader is next iterated, exactly as a fresh
+    ``DataLoader(shuffle=True, generator=seeded)`` (or with the balanced sampler) of that epoch
+    would draw it — the same RNG use, so the order never depends on the worker count."""
+
+    def __init__(self, labels: np.ndarray, cfg: TrainParams, epoch: int = 0) -> None:
+        self.labels, self.cfg, self.epoch = labels, cfg, epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order the next pass over the loader yields."""
+        self.epoch = epoch
+
+    def _order(self) -> list[int]:
+        seed = self.cfg.seed * 100_003 + self.epoch
+        order = (
+            {"sampler": balanced_sampler(self.labels, seed)}
+            if self.cfg.balanced_sampler
+            else {"shuffle": True, "generator": torch.Generator().manual_seed(seed)}
+        )
+        n = len(self.labels)
         full = next(iter(DataLoader(range(n), batch_size=n, **order))).tolist()
-        order = {"sampler": distributed.shard(full, rank, world)}
-        n = len(order["sampler"])
+        rank, world = distributed.rank_and_world()
+        return distributed.shard(full, rank, world) if world > 1 else full
+
+    def __len__(self) -> int:
+        world = distributed.rank_and_world()[1]
+        return -(-len(self.labels) // world)  # a shard is padded to a multiple of world
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._order())
+
+
+def _loader(
+    ds: CacheDataset, cfg: TrainParams, epoch: int, path: DevicePath | None = None
+) -> DataLoader:
+    """A loader in epoch ``epoch``'s order (``loader.sampler.set_epoch`` moves it on); a lone last
+    sample is dropped, since BatchNorm cannot train on a batch of one. ``path`` (default: CPU's)
+    sets pinned memory and persistent workers."""
+    path = path or device_path(cfg, torch.device("cpu"))
+    order = EpochOrder(ds.labels, cfg, epoch)
     return DataLoader(
         ds,
         batch_size=cfg.batch_size,
+        sampler=order,
         num_workers=cfg.num_workers,
-        pin_memory=torch.cuda.is_available(),
-        drop_last=n % cfg.batch_size == 1,
-        **order,
+        pin_memory=path.pin_memory,
+        persistent_workers=path.persistent_workers,
+        drop_last=len(order) % cfg.batch_size == 1,
+        # only seeds the workers (the order is the sampler's): keeps the global RNG untouched
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
 
 
@@ -182,17 +261,18 @@ def fit(
     Under torchrun each rank trains on its shard and sees the same metrics (``distributed.py``).
     """
     device = default_device()
+    path = device_path(cfg, device)
     objective.to(device)
-    if device.type == "cuda":
+    if path.channels_last:
         objective.to(memory_format=torch.channels_last)
     model = distributed.wrap(objective, device)  # DDP under torchrun, else objective itself
     rank = distributed.rank_and_world()[0]
-    amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     optim_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
     optimizer = optim_cls(objective.parameters(), lr=sched.lr, weight_decay=cfg.weight_decay)
     cosine = cfg.schedule == "cosine"
+    loader = _loader(train, cfg, 0, path)
     if cosine:
-        steps = len(_loader(train, cfg, 0))
+        steps = len(loader)
         per_step = torch.optim.lr_scheduler.LambdaLR(
             optimizer, warmup_cosine(cfg.warmup_epochs * steps, sched.epochs * steps)
         )
@@ -204,12 +284,13 @@ def fit(
     history: list[dict[str, float]] = []
     for epoch in range(sched.epochs):
         train.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)
         if teacher is not None:
             teacher.load_epoch(epoch)
         objective.train()
         total, seen = 0.0, 0
         bar = tqdm(
-            _loader(train, cfg, epoch),
+            loader,
             desc=f"{desc} {epoch + 1}/{sched.epochs}",
             disable=None if rank == 0 else True,
             leave=False,
@@ -218,6 +299,8 @@ def fit(
         for batch in bar:
             views = train.views(batch["image"].to(device, non_blocking=True), batch["index"])
             x = model_input(views, sched.image_size, sched.mean, sched.std)
+            if path.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             y = batch["label"].to(device, non_blocking=True)
             tb = None
             if teacher is not None:
@@ -225,7 +308,7 @@ def fit(
                     k: (v.to(device) if torch.is_tensor(v) else [t.to(device) for t in v])
                     for k, v in teacher.batch(batch["index"]).items()
                 }
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with autocast(path, device):
                 out = model(x, y, tb)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()

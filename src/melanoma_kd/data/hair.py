@@ -11,15 +11,19 @@ One image: a hair mask (``preprocess.detector``), then OpenCV Telea inpainting o
   oriented line filter (:func:`line_response`: a hair is long and straight at the 13-px scale;
   dots, globules and network are not) with hysteresis, a threshold relative to the local ridge
   (drops the fringe beside a hair), and connected-component shape (length, elongation from the
-  second moments, holes: rings and network cells). Its parameters were chosen on train images
-  only (:mod:`melanoma_kd.data.hair_tuning`).
+  second moments, holes: rings and network cells). Blond hair, and grey hair over a lesion, are
+  lighter than what they cross, so the black-hat misses them; a second, colour branch runs the
+  same line and shape filters on :func:`light_colour_residual` (a pixel's Lab difference from its
+  local median, where it is not darker than that) and its hairs join the mask. Its parameters
+  were chosen on train images only (:mod:`melanoma_kd.data.hair_tuning`).
 
 Many images: :func:`ordered_map` runs chunks of ``chunk_size`` through a process pool with at
 most two chunks per worker in flight, results in input order. :func:`iter_remove_hair` ships
 pixel chunks (library use); the ``remove_hair`` stage (:func:`dehair_manifest`) ships only ids
 and file locations: each worker reads, dehairs, PNG-encodes and scores its own chunk. Every image
 goes through the same deterministic OpenCV calls, so outputs do not depend on the worker count.
-Workers start from a forkserver, so a script that runs a pool needs the usual
+Workers start from a forkserver (which imports this module, and with it builds OpenCV's
+colour tables once for all workers), so a script that runs a pool needs the usual
 ``if __name__ == "__main__":`` guard.
 
 :class:`HairQuality` accumulates PSNR/SSIM and mask overlap against the synthetic data set's
@@ -70,6 +74,17 @@ R = TypeVar("R")
 KERNEL_SHAPES = {"ellipse": cv2.MORPH_ELLIPSE, "cross": cv2.MORPH_CROSS, "rect": cv2.MORPH_RECT}
 
 
+def _build_opencv_tables() -> None:
+    """Make OpenCV build its RGB→Lab lookup tables now. It builds them on a process's first
+    Lab conversion (about 0.1 s of CPU); done at import, the pool's forkserver (which imports
+    this module) builds them once and every worker forked from it starts with them, instead
+    of each worker paying for them on its first image."""
+    cv2.cvtColor(np.zeros((1, 1, 3), np.uint8), cv2.COLOR_RGB2Lab)
+
+
+_build_opencv_tables()
+
+
 def output_params(p: PreprocessParams) -> dict:
     """The params that change the output images (not ``workers`` / ``chunk_size``)."""
     return {k: v for k, v in p.model_dump().items() if k not in ("workers", "chunk_size")}
@@ -93,7 +108,12 @@ def hair_mask(rgb: Image, p: PreprocessParams) -> Mask:
         s = p.shape
         blackhat = _blackhat(gray, s.blackhat_kernel, cv2.MORPH_ELLIPSE).astype(np.float32)
         line = line_response(blackhat, s.line_length, s.line_angles)
-        return shape_mask(blackhat, line, s)
+        colour = None
+        if s.colour_gain > 0:  # the line filter is linear: scale its response, not its input
+            residual = light_colour_residual(rgb, s.colour_median)
+            gain = np.float32(s.colour_gain)
+            colour = (gain * residual, gain * line_response(residual, s.line_length, s.line_angles))
+        return shape_mask(blackhat, line, s, colour)
     mask = (_blackhat(gray, p.blackhat_kernel, KERNEL_SHAPES[p.kernel_shape]) > p.threshold).astype(
         np.uint8
     )
@@ -128,6 +148,24 @@ def _line_kernels(length: int, angles: int) -> tuple[NDArray[np.float32], ...]:
     return tuple(kernels)
 
 
+def light_colour_residual(rgb: Image, size: int) -> NDArray[np.float32]:
+    """Per pixel not darker than the median of its ``size``×``size`` neighbourhood, the length
+    of its CIE Lab difference from that median (OpenCV's 8-bit scaling); 0 where it is darker.
+
+    A hair narrower than half the window does not move the median, so the residual is the hair's
+    own colour contrast: blond hair (lighter and yellower than skin, lighter than a lesion) and
+    grey hair over a lesion light up. Darker structures (dark hair, dots, pigment network, bubble
+    rims) are the black-hat's: however different their hue, they score 0 here, so the colour
+    branch cannot take back what the dark branch's shape filters rejected. Edges of wide regions
+    (lesion border, field of view) keep the median.
+    """
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)
+    diff = lab.astype(np.float32) - cv2.medianBlur(lab, size).astype(np.float32)
+    out = np.sqrt(np.einsum("...c,...c->...", diff, diff))
+    out[diff[..., 0] < 0] = 0.0
+    return out.astype(np.float32)
+
+
 def line_response(blackhat: NDArray[np.float32], length: int, angles: int) -> NDArray[np.float32]:
     """Oriented line filter of a black-hat image: the mean along the best of ``angles`` lines of
     ``length`` px minus the mean over all of them. A hair (a long thin ridge) scores about its
@@ -143,9 +181,16 @@ def line_response(blackhat: NDArray[np.float32], length: int, angles: int) -> ND
 
 
 def shape_mask(
-    blackhat: NDArray[np.float32], line: NDArray[np.float32], s: ShapeDetectorParams
+    blackhat: NDArray[np.float32],
+    line: NDArray[np.float32],
+    s: ShapeDetectorParams,
+    colour: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None,
 ) -> Mask:
-    """The ``shape`` detector's mask from a black-hat image and its :func:`line_response`.
+    """The ``shape`` detector's mask from a black-hat image and its :func:`line_response`, and
+    optionally the colour branch's ridge (``colour_gain`` × :func:`light_colour_residual`) and
+    its line response: steps 1-4 run on each, with ``colour_threshold`` in step 1 and
+    ``colour_relative_threshold`` in step 3 for the colour branch, and a pixel is hair when
+    either branch marks it.
 
     The line response scales with contrast; divided by the black-hat maximum in the pixel's
     5×5 neighbourhood (the ridge) it does not: about 0.85 on a hair whatever its contrast,
@@ -161,20 +206,33 @@ def shape_mask(
        least ``long_length`` long; in between, keep only elongated ones without holes;
     5. ``dilate`` iterations of a 3×3 dilation.
     """
-    ridge = cv2.dilate(blackhat, np.ones((5, 5), np.uint8))
-    weak = (blackhat > s.threshold) & (line > s.line_threshold_low)
+    mask = _branch_mask(blackhat, line, s, s.threshold, s.relative_threshold)
+    if colour is not None:
+        mask |= _branch_mask(*colour, s, s.colour_threshold, s.colour_relative_threshold)
+    if s.dilate:
+        mask = cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=s.dilate)
+    return mask
+
+
+def _branch_mask(
+    ridge_image: NDArray[np.float32],
+    line: NDArray[np.float32],
+    s: ShapeDetectorParams,
+    threshold: float,
+    relative_threshold: float,
+) -> Mask:
+    """Steps 1-4 of :func:`shape_mask` on one ridge image (black-hat or colour residual)."""
+    ridge = cv2.dilate(ridge_image, np.ones((5, 5), np.uint8))
+    weak = (ridge_image > threshold) & (line > s.line_threshold_low)
     n, labels = cv2.connectedComponents(weak.astype(np.uint8), connectivity=8)
     seeds = weak & (line > s.line_threshold) & (line > s.line_ratio * ridge)
     seeded = np.zeros(n, bool)
     seeded[labels[seeds]] = True
     seeded[0] = False
     mask = seeded[labels]
-    if s.relative_threshold > 0:
-        mask &= blackhat >= s.relative_threshold * ridge
-    mask = _hair_shaped(mask.astype(np.uint8), s)
-    if s.dilate:
-        mask = cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=s.dilate)
-    return mask
+    if relative_threshold > 0:
+        mask &= ridge_image >= relative_threshold * ridge
+    return _hair_shaped(mask.astype(np.uint8), s)
 
 
 def _hair_shaped(mask: Mask, s: ShapeDetectorParams) -> Mask:

@@ -5,11 +5,16 @@ against truth, but only on the images of the train split: validation and holdout
 inform a hair-removal setting that then preprocesses them.
 
 :func:`tune_shape` tries every combination of a small grid (:data:`GRID`) over the train
-images and picks the one with the highest mask IoU (pooled over the pixels of train images with
-hair) among those that mark at most ``max_lesion`` of the lesion pixels of train images WITHOUT
-hair (lesion-sparing is a constraint, not a trade-off); ties go to the earlier grid point. When
-no point meets the constraint, the one marking the fewest lesion pixels wins. The black-hat and
-line responses depend only on the kernel sizes, so they are computed once per kernel pair.
+images and picks, among those that mark at most ``max_lesion`` of the lesion pixels of train
+images WITHOUT hair (lesion-sparing is a constraint, not a trade-off), the one with the highest
+mask recall at precision >= ``min_precision`` (both pooled over the pixels of train images with
+hair; the issue's target is a precision floor at high recall, and the floor sits above the
+target's 0.75 to leave room for images the tuning never saw); higher IoU, then the earlier grid
+point, break ties. When no point meets the lesion limit, the one marking the fewest lesion
+pixels wins; when none of those meets the precision floor, the most precise one. The black-hat
+and line responses depend only on the kernel sizes, so they are computed once per kernel pair;
+the colour branch's (:func:`~melanoma_kd.data.hair.light_colour_residual`) once per median
+size, at gain 1 (the line filter is linear, so a gain scales both).
 
     python -m melanoma_kd.data.hair_tuning --params params.yaml --splits data/splits.csv \\
         --truth data/raw/synthetic --out tuning.json
@@ -32,7 +37,13 @@ import numpy as np
 import pandas as pd
 
 from melanoma_kd.config import ShapeDetectorParams, load_params
-from melanoma_kd.data.hair import Image, Mask, line_response, shape_mask
+from melanoma_kd.data.hair import (
+    Image,
+    Mask,
+    light_colour_residual,
+    line_response,
+    shape_mask,
+)
 from melanoma_kd.data.sources import open_images
 from melanoma_kd.data.synthetic import ArtefactTruth, open_truth
 from melanoma_kd.data.tables import read_table
@@ -44,16 +55,24 @@ from melanoma_kd.io import write_json
 # line_ratio (the synthetic lesions' pigment network is faint, so train images cannot choose
 # it; 0.35 is set by design, for dark networks: tests/test_hair.py), mesh_cell (hairs' holes
 # are tiny or large, cells in between: any 10..40 px scored the same) and the length limits.
+# blackhat_kernel 7, min_elongation 4 and max_cells 6 were chosen by the earlier, wider grid
+# (7/9, 3/4, 3/6) and are kept; so is colour_median 7 (5 missed more light hair, 9 marked more
+# lesion on train images); line_threshold 16, relative_threshold 0.2 and
+# colour_relative_threshold 0.25 were not chosen in a wider run. colour_gain 0: branch off.
 GRID: dict[str, list] = {
-    "blackhat_kernel": [7, 9],
+    "blackhat_kernel": [7],
     "line_length": [13],
+    "colour_median": [7],
     "threshold": [10, 12, 15],
-    "line_threshold": [12.0, 14.0, 16.0],
-    "relative_threshold": [0.25, 0.3, 0.35],
-    "min_elongation": [3.0, 4.0],
-    "max_cells": [3, 6],
+    "line_threshold": [12.0, 14.0],
+    "relative_threshold": [0.25, 0.3],
+    "colour_gain": [0.0, 3.5, 4.5, 5.5],
+    "colour_threshold": [18.0, 24.0, 30.0],
+    "colour_relative_threshold": [0.35, 0.45],
 }
+KERNEL_KEYS = ("blackhat_kernel", "line_length", "colour_median")
 MAX_LESION = 0.005  # at most 0.5 % of lesion pixels marked on train images without hair
+MIN_PRECISION = 0.8  # the issue's target is 0.75 at recall >= 0.9; a margin for unseen images
 
 
 @dataclass(frozen=True)
@@ -92,42 +111,68 @@ def tune_shape(
     base: ShapeDetectorParams,
     grid: dict[str, list] | None = None,
     max_lesion: float = MAX_LESION,
+    min_precision: float = MIN_PRECISION,
 ) -> tuple[ShapeDetectorParams, list[dict]]:
     """(best params, one row per grid point with its figures); see the module docstring."""
     grid = GRID if grid is None else grid
     if not samples:
         raise UserError("hair tuning: no train images with hair truth")
-    kernel_keys = [k for k in ("blackhat_kernel", "line_length") if k in grid]
+    kernel_keys = [k for k in KERNEL_KEYS if k in grid]
     other_keys = [k for k in grid if k not in kernel_keys]
     rows: list[dict] = []
     best: tuple[tuple, ShapeDetectorParams] | None = None
     for kernel_values in itertools.product(*(grid[k] for k in kernel_keys)):
         kp = base.model_copy(update=dict(zip(kernel_keys, kernel_values, strict=True)))
-        shape = cv2.getStructuringElement(
-            cv2.MORPH_ELLIPSE, (kp.blackhat_kernel, kp.blackhat_kernel)
-        )
-        responses = []
-        for s in samples:
-            gray = cv2.cvtColor(s.image, cv2.COLOR_RGB2GRAY)
-            k = kp.blackhat_kernel
-            padded = cv2.copyMakeBorder(gray, k, k, k, k, cv2.BORDER_REPLICATE)
-            bh = cv2.morphologyEx(padded, cv2.MORPH_BLACKHAT, shape)[k:-k, k:-k]
-            bh = bh.astype(np.float32)
-            responses.append((bh, line_response(bh, kp.line_length, kp.line_angles)))
+        responses = [_responses(s.image, kp) for s in samples]
         for values in itertools.product(*(grid[k] for k in other_keys)):
             update = dict(zip(other_keys, values, strict=True))
             if "line_threshold" in update:
                 update["line_threshold_low"] = update["line_threshold"] / 2
             p = kp.model_copy(update=update)
             p = ShapeDetectorParams(**p.model_dump())  # validate the combination
-            figures = _score((shape_mask(bh, line, p) for bh, line in responses), samples)
+            masks = (_mask(response, p) for response in responses)
+            figures = _score(masks, samples)
             rows.append({**{k: getattr(p, k) for k in grid}, **figures})
-            ok = figures["lesion_marked"] <= max_lesion
-            key = (ok, figures["iou"] if ok else -figures["lesion_marked"])
+            lesion_ok = figures["lesion_marked"] <= max_lesion
+            precise = figures["precision"] >= min_precision
+            if not lesion_ok:
+                key: tuple = (False, False, -figures["lesion_marked"], 0.0)
+            elif not precise:
+                key = (True, False, figures["precision"], 0.0)
+            else:
+                key = (True, True, figures["recall"], figures["iou"])
             if best is None or key > best[0]:
                 best = (key, p)
     assert best is not None
     return best[1], rows
+
+
+Responses = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _responses(image: Image, p: ShapeDetectorParams) -> Responses:
+    """(black-hat, its line response, colour residual, its line response at gain 1): what
+    :func:`melanoma_kd.data.hair.hair_mask` computes before :func:`shape_mask`."""
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    k = p.blackhat_kernel
+    shape = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    padded = cv2.copyMakeBorder(gray, k, k, k, k, cv2.BORDER_REPLICATE)
+    bh = cv2.morphologyEx(padded, cv2.MORPH_BLACKHAT, shape)[k:-k, k:-k].astype(np.float32)
+    colour = light_colour_residual(image, p.colour_median)
+    return (
+        bh,
+        line_response(bh, p.line_length, p.line_angles),
+        colour,
+        line_response(colour, p.line_length, p.line_angles),
+    )
+
+
+def _mask(responses: Responses, p: ShapeDetectorParams) -> Mask:
+    bh, line, colour, colour_line = responses
+    if p.colour_gain <= 0:
+        return shape_mask(bh, line, p)
+    gain = np.float32(p.colour_gain)
+    return shape_mask(bh, line, p, (gain * colour, gain * colour_line))
 
 
 def load_train_samples(
@@ -158,12 +203,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--truth", required=True, help="truth.hdf5 of the synthetic data set (or dir)")
     ap.add_argument("--out", required=True, help="JSON: every grid point's figures")
     ap.add_argument("--limit", type=int, default=None, help="first N train images only")
+    ap.add_argument("--min-precision", type=float, default=MIN_PRECISION)
     args = ap.parse_args(argv)
 
     base = load_params(args.params).preprocess.shape
     splits = read_table(Path(args.splits), "splits", ("image_id", "location", "split"))
     samples = load_train_samples(splits, Path(args.truth), args.limit)
-    best, rows = tune_shape(samples, base)
+    best, rows = tune_shape(samples, base, min_precision=args.min_precision)
     write_json(args.out, {"train_images": len(samples), "chosen": best.model_dump(), "grid": rows})
     chosen = next(r for r in rows if all(r[k] == getattr(best, k) for k in GRID))
     print(f"hair tuning on {len(samples)} train images: {json.dumps(chosen)}")
