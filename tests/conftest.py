@@ -205,10 +205,14 @@ def fresh_clone(tiny_pipeline: TinyPipeline) -> FreshClone:
 
 @pytest.fixture
 def one_torch_thread() -> Iterator[None]:
-    """Run the test on one torch thread (results then do not depend on the core count)."""
+    """Run the test on one torch thread (results then do not depend on the core count), and
+    restore the deterministic-algorithms setting a training run under test may change."""
     import torch
 
     before = torch.get_num_threads()
+    det = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.set_num_threads(1)
     yield
+    torch.use_deterministic_algorithms(det, warn_only=warn_only)
     torch.set_num_threads(before)

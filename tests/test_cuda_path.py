@@ -23,18 +23,9 @@ from melanoma_kd.distill import Supervised
 from melanoma_kd.models.build import IMAGENET_MEAN, IMAGENET_STD
 from melanoma_kd.train import DevicePath, Schedule, autocast, device_path, fit
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")  # a device object needs no GPU
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    det = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.use_deterministic_algorithms(det, warn_only=warn_only)
-    torch.set_num_threads(threads)
 
 
 def _cache(path: Path, n: int, size: int = 16) -> CacheDataset:

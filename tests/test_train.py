@@ -31,18 +31,9 @@ from melanoma_kd.models.build import (
 from melanoma_kd.teacher_outputs import choose_teacher, compute_teacher_outputs
 from melanoma_kd.train import Schedule, TeacherOutputs, fit, set_determinism
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_and_restore_determinism():
-    threads = torch.get_num_threads()
-    det = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.use_deterministic_algorithms(det, warn_only=warn_only)
-    torch.set_num_threads(threads)
 
 
 def _rows(labels: list[int]) -> pd.DataFrame:
