@@ -10,7 +10,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "profiles" / "tiny.yaml"
-COPIED = ("dvc.yaml", "src", "stages", ".dvcignore")
+COPIED = (
+    "dvc.yaml",
+    "src",
+    "stages",
+    ".dvcignore",
+    # folders a stage depends on as a whole that may hold no stage output (the hair-removal
+    # ablation off, no teacher replicates): each keeps a committed README
+    "data/hair_ablation/README.md",
+    "models/hair_ablation/README.md",
+    "models/teacher_replicates/README.md",
+)
 
 
 def env() -> dict[str, str]:
@@ -54,6 +64,7 @@ def make_repo(path: Path, params: Path = TINY) -> Path:
         if src.is_dir():
             shutil.copytree(src, path / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
+            (path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, path / name)
     shutil.copy2(params, path / "params.yaml")
     run(path, "git", "init", "-q", "-b", "main")

@@ -17,7 +17,9 @@ from tests.stage_deps import REPO, Stage, load_stages, script_of
 # Flags that are optional by nature (no path default): what leaving them out means.
 OPTIONAL: dict[str, set[str]] = {
     "stages/remove_hair.py": {"--truth"},  # only read when data.source is synthetic
-    "stages/report.py": {"--baselines", "--benchmark"},  # '' or absent: not in the report
+    # '' or absent: not in the report
+    "stages/report.py": {"--baselines", "--benchmark", "--hair-effect"},
+    "stages/hair_train.py": {"--best-teacher"},  # read for --role teacher only
     # three export modes: a checkpoint with its validation predictions, the selected KD point
     # (record, checkpoint folder, run folder) or the teacher best on validation (checkpoint
     # folder, run folder); the scratch student has no deploy-size copy

@@ -36,6 +36,7 @@ def _params(hair_removal: bool = True, **distill: object) -> Params:
     raw = yaml.safe_load(TINY.read_text())
     raw["distill"].update(distill)
     raw["preprocess"].update(workers=1, hair_removal=hair_removal)
+    raw["hair_ablation"]["arms"] = []  # its arms must differ from the main preprocessing
     return parse_params(raw, TINY)
 
 

@@ -118,6 +118,12 @@ def test_leftover_files_in_a_folder_dependency_are_reported(tmp_path) -> None:
     assert stray_files(yaml.safe_dump(lock), tmp_path) == ["runs/old/summary.json"]
     (tmp_path / "runs/old/summary.json").unlink()
     assert stray_files(yaml.safe_dump(lock), tmp_path) == []
+    # a file git tracks is in every clone: not stray (untracked, the same file is)
+    (tmp_path / "m/README.md").write_text("what m/ holds")
+    assert stray_files(yaml.safe_dump(lock), tmp_path) == ["m/README.md"]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "add", "m/README.md"], check=True)
+    assert stray_files(yaml.safe_dump(lock), tmp_path) == []
 
 
 def test_removed_stages_are_pruned_from_the_lock_and_do_not_hide_leftovers(tmp_path) -> None:

@@ -152,11 +152,13 @@ def prune_lock(lock_text: str, keep: set[str]) -> tuple[str, list[str]]:
 def stray_files(
     lock_text: str, root: Path = Path("."), stages: set[str] | None = None
 ) -> list[str]:
-    """Files inside a folder dependency that no stage writes (``.gitignore`` aside).
+    """Files inside a folder dependency that no stage writes and git does not track
+    (``.gitignore`` aside).
 
     Such a file (say, the model of a teacher since removed from ``teachers.archs``) enters the
     folder's hash in ``dvc.lock`` but is absent from a fresh clone, so the committed lock could
-    never be reproduced there. ``stages`` limits the lock to the stages the pipeline has now.
+    never be reproduced there; a git-tracked file (a folder's README) is in every clone.
+    ``stages`` limits the lock to the stages the pipeline has now.
     """
     stages_ = (yaml.safe_load(lock_text) or {}).get("stages", {})
     if stages is not None:
@@ -168,11 +170,25 @@ def stray_files(
         for d in entry.get("deps", [])
         if any(out.startswith(d["path"] + "/") for out in produced)
     }
+    tracked = set()
+    if folders:
+        listed = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "-z", "--", *sorted(folders)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        tracked = {f for f in listed.split("\0") if f}
     stray = []
     for folder in sorted(folders):
         for path in sorted((root / folder).rglob("*")):
             rel = path.relative_to(root).as_posix()
-            if path.is_file() and path.name != ".gitignore" and not _overlaps(rel, produced):
+            if (
+                path.is_file()
+                and path.name != ".gitignore"
+                and rel not in tracked
+                and not _overlaps(rel, produced)
+            ):
                 stray.append(rel)
     return stray
 
