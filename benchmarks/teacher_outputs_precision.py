@@ -51,7 +51,7 @@ ARMS = {"fp32": np.float32, "fp16": np.float16}
 def teacher_outputs(params: Params, args: argparse.Namespace, out_dir: Path) -> dict[str, Path]:
     """The selected teacher's outputs as the ``teacher_outputs`` stage computes them, per arm."""
     set_determinism(params.train.seed, params.train.num_threads)
-    arch = choose_teacher(params.distill.teacher, params.teachers.archs, args.teacher_metrics)
+    arch = choose_teacher(params.distill.teacher, params.teachers.archs, args.best_teacher)
     paths = {}
     for name, dtype in ARMS.items():
         paths[name] = out_dir / f"teacher_outputs_{name}.h5"
@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--cache-dir", default="data/cache")
     ap.add_argument("--teachers-dir", default="models/teachers")
-    ap.add_argument("--teacher-metrics", default="metrics/teachers")
+    ap.add_argument("--best-teacher", default="models/best_teacher.json")
     ap.add_argument("--transfer", default="data/transfer.h5")
     ap.add_argument("--selected", default="models/selected_student.json")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -27,20 +27,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", required=True)
     ap.add_argument("--cache-dir", required=True, help="holds val.h5 and holdout.h5")
     ap.add_argument("--models-dir", required=True)
-    ap.add_argument("--runs-dir", required=True, help="metrics/<group>/<name> of each run")
-    ap.add_argument("--selected", required=True)
+    ap.add_argument("--selected", required=True, help="select_student's record")
+    ap.add_argument(
+        "--best-teacher", required=True, help="select_teacher's record (models/best_teacher.json)"
+    )
     ap.add_argument("--predictions-dir", required=True, help="holdout predictions (out)")
     ap.add_argument("--out-dir", required=True, help="the evaluation's folder (out)")
     args = ap.parse_args(argv)
 
     params = load_params(args.params)  # validates the whole file; names come from the raw YAML
-    specs = model_specs(read_raw_params(args.params), args.models_dir, args.runs_dir)
+    specs = model_specs(read_raw_params(args.params), args.models_dir)
     selected = selected_point(args.selected, specs)
     predictions = {
         spec.name: score_model(spec, args.cache_dir)
         for spec in tqdm(specs, desc="evaluate: scoring", unit="model", disable=None)
     }
-    teacher = best_teacher(specs)  # chosen on validation, like the distilled teacher
+    teacher = best_teacher(args.best_teacher, specs)  # select_teacher's choice on validation
     ev = evaluate_all(specs, predictions, selected, params.evaluate, teacher=teacher)
     ev.transfer["transfer_images"] = params.distill.transfer_images
     save_evaluation(ev, EvaluationFiles(Path(args.out_dir), Path(args.predictions_dir)))

@@ -1,11 +1,11 @@
 """export: one checkpoint → ONNX (dynamic batch), verified against PyTorch on validation images.
 
 The checkpoint is ``--checkpoint`` (thresholds from ``--val-predictions``), the KD point that
-the select_student stage recorded in ``--selected``, or with ``--best-teacher`` the teacher of
-``teachers.archs`` best on validation (the rule of :mod:`melanoma_kd.selection`, the evaluation's
-"best teacher"); the last two read ``<name>.pt`` in ``--checkpoint-dir`` and
-``<name>/val_predictions.csv`` in ``--runs-dir``. The validation-chosen threshold and the
-training preprocessing go into the ONNX metadata, so ``melanoma-kd predict`` needs only the file.
+the select_student stage recorded in ``--selected``, or the teacher best on validation that the
+select_teacher stage recorded in ``--best-teacher`` (the evaluation's "best teacher"); the last
+two read ``<name>.pt`` in ``--checkpoint-dir`` and ``<name>/val_predictions.csv`` in
+``--runs-dir``. The validation-chosen threshold and the training preprocessing go into the ONNX
+metadata, so ``melanoma-kd predict`` needs only the file.
 ``--deploy-out`` adds a latency-only copy at ``benchmark.deploy_size``, or at the trained size for
 a model with a fixed input size that rejects it; ``deploy_image_size`` in ``--metrics`` and
 ``image_size`` in that file's metadata record the size used.
@@ -23,7 +23,7 @@ from melanoma_kd.deploy.export import export_checkpoint, validation_calibration
 from melanoma_kd.deploy.onnx_model import read_metadata
 from melanoma_kd.errors import UserError, cli_entry
 from melanoma_kd.io import write_json
-from melanoma_kd.selection import best_by_validation, run_summaries
+from melanoma_kd.selection import read_best_teacher
 
 
 def _source(args: argparse.Namespace, archs: list[str]) -> tuple[Path, Path]:
@@ -38,7 +38,7 @@ def _source(args: argparse.Namespace, archs: list[str]) -> tuple[Path, Path]:
     if args.selected is not None:
         name = read_selected(args.selected).key
     else:
-        name = best_by_validation(run_summaries(args.runs_dir, archs))
+        name = read_best_teacher(args.best_teacher, archs)
     return (
         Path(args.checkpoint_dir) / f"{name}.pt",
         Path(args.runs_dir) / name / "val_predictions.csv",
@@ -55,9 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     source.add_argument("--selected", help="select_student's record: export the KD point it names")
     source.add_argument(
         "--best-teacher",
-        action="store_true",
-        default=None,
-        help="export the teacher of teachers.archs best on validation",
+        help="select_teacher's record (models/best_teacher.json): export the teacher it names",
     )
     ap.add_argument("--val-predictions", help="with --checkpoint: its validation predictions")
     ap.add_argument(
@@ -65,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument(
         "--runs-dir",
-        help="with --selected/--best-teacher: <name>/val_predictions.csv (and summary.json)",
+        help="with --selected/--best-teacher: <name>/val_predictions.csv",
     )
     ap.add_argument("--val-cache", required=True)
     ap.add_argument("--out", required=True)

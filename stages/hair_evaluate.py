@@ -13,9 +13,10 @@ from tqdm import tqdm
 from melanoma_kd.config import load_params
 from melanoma_kd.errors import UserError, cli_entry
 from melanoma_kd.evaluate import checked_holdout
-from melanoma_kd.hair_ablation import ArmRun, arm_runs, read_best_teacher
+from melanoma_kd.hair_ablation import ArmRun, arm_runs
 from melanoma_kd.hair_effect import arm_summary, compare_arms
 from melanoma_kd.io import write_json
+from melanoma_kd.selection import read_best_teacher
 
 
 @cli_entry
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     from melanoma_kd.inference import score_checkpoint
 
-    arch = read_best_teacher(params, args.best_teacher)
+    arch = read_best_teacher(args.best_teacher, params.teachers.archs)
     runs = arm_runs(
         params,
         arch,

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from melanoma_kd.config import load_params
 from melanoma_kd.errors import cli_entry
-from melanoma_kd.hair_ablation import ROLES, checked_arm, read_best_teacher
+from melanoma_kd.hair_ablation import ROLES, checked_arm
 from melanoma_kd.launch import torchrun_if_needed
 from melanoma_kd.runs import RunPaths, student_run, teacher_run, train
+from melanoma_kd.selection import read_best_teacher
 
 
 @cli_entry
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.best_teacher is None:
         raise SystemExit("error: --role teacher needs --best-teacher")
     else:
-        arch = read_best_teacher(params, args.best_teacher)
+        arch = read_best_teacher(args.best_teacher, params.teachers.archs)
         run = teacher_run(params, arch, seed=args.seed, hair=arm)
     train(
         params,

@@ -1,7 +1,9 @@
 """select_teacher: the teacher best on validation (highest pAUC; ties: ROC-AUC, then name),
-recorded in one small file. Stages that retrain "the best teacher" (teacher_replicate,
-hair_teacher) depend on this record, not on the teachers' metrics, so they rerun when the choice
-changes, not whenever a teacher is retrained."""
+recorded in one small file: the only place the best teacher is chosen. Every stage that needs
+"the best teacher" (teacher_outputs with ``distill.teacher: best``, export_teacher,
+teacher_replicate, hair_teacher, hair_evaluate, evaluate) reads this record, not the teachers'
+run summaries, so they all agree and rerun when the choice changes, not whenever a teacher's
+summary does. The record holds the arch only, for that reason."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ import argparse
 
 from melanoma_kd.config import load_params
 from melanoma_kd.errors import cli_entry
-from melanoma_kd.hair_ablation import best_teacher_arch
 from melanoma_kd.io import write_json
+from melanoma_kd.selection import select_teacher
 
 
 @cli_entry
@@ -22,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
-    arch = best_teacher_arch(params, args.teacher_metrics)
+    arch = select_teacher(args.teacher_metrics, params.teachers.archs)
     write_json(args.out, {"arch": arch})
     print(f"select_teacher: {arch} (of {len(params.teachers.archs)} teachers)")
 

@@ -20,7 +20,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache-dir", required=True)
     ap.add_argument("--teachers-dir", required=True, help="models/teachers (<arch>.pt)")
     ap.add_argument(
-        "--teacher-metrics", required=True, help="metrics/teachers (<arch>/summary.json)"
+        "--best-teacher",
+        required=True,
+        help="select_teacher's record (models/best_teacher.json); read for distill.teacher: best",
     )
     ap.add_argument("--transfer", required=True, help="transfer-set cache (transfer_set stage)")
     ap.add_argument("--out", required=True)
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_params(args.params)
     set_determinism(params.train.seed, params.train.num_threads)
-    arch = choose_teacher(params.distill.teacher, params.teachers.archs, args.teacher_metrics)
+    arch = choose_teacher(params.distill.teacher, params.teachers.archs, args.best_teacher)
     info = compute_teacher_outputs(
         Path(args.teachers_dir) / f"{arch}.pt",
         Path(args.cache_dir) / "train.h5",

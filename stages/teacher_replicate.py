@@ -8,9 +8,9 @@ from pathlib import Path
 
 from melanoma_kd.config import load_params
 from melanoma_kd.errors import cli_entry
-from melanoma_kd.hair_ablation import read_best_teacher
 from melanoma_kd.launch import torchrun_if_needed
 from melanoma_kd.runs import RunPaths, teacher_run, train
+from melanoma_kd.selection import read_best_teacher
 
 
 @cli_entry
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: --seed {args.seed} is not in replicates.teacher_seeds")
     if (code := torchrun_if_needed(params.train)) is not None:
         raise SystemExit(code)  # train.nproc > 1: the torchrun workers did the run
-    arch = read_best_teacher(params, args.best_teacher)
+    arch = read_best_teacher(args.best_teacher, params.teachers.archs)
     train(
         params,
         teacher_run(params, arch, seed=args.seed),

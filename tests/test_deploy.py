@@ -399,32 +399,36 @@ def test_export_stage_exports_the_selected_point(workspace: dict, tmp_path: Path
 def test_export_stage_exports_the_teacher_best_on_validation(
     workspace: dict, tmp_path: Path
 ) -> None:
-    """export_teacher: of teachers.archs, the one best on validation (selection's rule, read
-    from each run's summary.json), with its own validation thresholds."""
-    scores = {"a": (0.10, 0.80), "b": (0.15, 0.85), "c": (0.12, 0.95)}  # val pAUC, ROC-AUC
-    for arch, (pauc, auc) in scores.items():
+    """export_teacher: the teacher the select_teacher stage recorded (no run summary is read),
+    with that teacher's own validation thresholds; a record naming no teacher of teachers.archs
+    is refused in one line."""
+    archs = ["a", "b", "c"]
+    for arch in archs:
         run = tmp_path / "metrics" / "teachers" / arch
         run.mkdir(parents=True)
-        write_json(run / "summary.json", {"val_pauc": pauc, "val_roc_auc": auc})
         pd.DataFrame(
             {"image_id": list("abcd"), "label": [0, 1, 0, 1], "score": [0.1, 0.7, 0.3, 0.9]}
         ).to_csv(run / "val_predictions.csv", index=False)
     (tmp_path / "models" / "teachers").mkdir(parents=True)
     shutil.copy(workspace["ckpt"], tmp_path / "models" / "teachers" / "b.pt")  # only the best
+    write_json(tmp_path / "models" / "best_teacher.json", {"arch": "b"})
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    params["teachers"]["archs"] = list(scores)
+    params["teachers"]["archs"] = archs
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = stage(
-        "export.py",
-        *("--params", "params.yaml", "--name", "teacher_best", "--best-teacher"),
+    args = [
+        *("--params", "params.yaml", "--name", "teacher_best"),
+        *("--best-teacher", "models/best_teacher.json"),
         *("--checkpoint-dir", "models/teachers", "--runs-dir", "metrics/teachers"),
         *("--val-cache", str(workspace["val"]), "--out", "t.onnx", "--metrics", "t.json"),
-        cwd=tmp_path,
-    )
+    ]
+    proc = stage("export.py", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     meta = onnx_model.read_metadata(tmp_path / "t.onnx")
     assert meta["source_checkpoint"] == "models/teachers/b.pt" and meta["name"] == "teacher_best"
     assert json.loads((tmp_path / "t.json").read_text())["checkpoint"] == "models/teachers/b.pt"
+    write_json(tmp_path / "models" / "best_teacher.json", {"arch": "z"})
+    proc = stage("export.py", *args, cwd=tmp_path)
+    assert_one_line_error(proc, "best_teacher.json", "'z' is not in teachers.archs")
 
 
 # --------------------------------------------------------------------------- quantization

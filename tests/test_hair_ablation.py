@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from melanoma_kd.config import load_params, parse_params
 from melanoma_kd.errors import UserError
-from melanoma_kd.hair_ablation import ArmRun, arm_preprocess, arm_runs, main_arm
+from melanoma_kd.hair_ablation import ArmRun, arm_preprocess, arm_runs, checked_arm, main_arm
 from melanoma_kd.hair_effect import arm_pairs, compare_arms
 from melanoma_kd.runs import student_run, teacher_run
 from tests.stage_deps import load_stages
@@ -70,8 +70,17 @@ def test_arm_preprocess_changes_only_the_hair_removal() -> None:
     assert (none.hair_removal, ref.hair_removal, ref.detector) == (False, True, "reference")
     keep = params.preprocess.model_dump(exclude={"hair_removal", "detector"})
     assert ref.model_dump(exclude={"hair_removal", "detector"}) == keep
-    with pytest.raises(UserError, match="unknown arm 'bald'"):
-        arm_preprocess(params, "bald")
+
+
+def test_an_unknown_arm_is_refused_by_the_config() -> None:
+    """Every arm reaches arm_preprocess through hair_ablation.arms (checked_arm), which the
+    config validates: an unknown arm fails there, in one line naming the field."""
+    raw = _raw()
+    raw["hair_ablation"]["arms"] = ["none", "bald"]
+    error = _error(raw)
+    assert "hair_ablation.arms" in error and "bald" in error and "\n" not in error
+    with pytest.raises(UserError, match=r"'bald' is not in hair_ablation\.arms"):
+        checked_arm(load_params(PARAMS), "bald")
 
 
 def test_runs_differ_from_main_runs_by_arm_or_seed_only() -> None:

@@ -110,15 +110,16 @@ def test_hair_ablation_pools_paired_differences_over_seeds(repo: Path) -> None:
     from sklearn.metrics import roc_auc_score
 
     from melanoma_kd.evaluate import checked_holdout
-    from melanoma_kd.hair_ablation import arm_runs, read_best_teacher
+    from melanoma_kd.hair_ablation import arm_runs
     from melanoma_kd.inference import score_checkpoint
+    from melanoma_kd.selection import read_best_teacher
 
     params = load_params(repo / "params.yaml")
     effect = json.loads((repo / "metrics/hair_effect.json").read_text())
     arms = params.hair_ablation.arms
     seeds = params.hair_ablation.seeds
     assert effect["arms"] == ",".join(["shape", *arms]) and effect["n_seeds"] == len(seeds) > 1
-    teacher = read_best_teacher(params, repo / "models/best_teacher.json")
+    teacher = read_best_teacher(repo / "models/best_teacher.json", params.teachers.archs)
     assert effect["teacher_arch"] == teacher
     runs = arm_runs(
         params,

@@ -1,8 +1,10 @@
 """One rule chooses on validation: the distilled teacher, the exported KD point and the teacher
-the evaluation compares against all come from :mod:`melanoma_kd.selection`."""
+the evaluation compares against all come from :mod:`melanoma_kd.selection`; the best teacher is
+chosen once (the select_teacher stage) and every other stage reads that record."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 from pathlib import Path
@@ -19,6 +21,7 @@ from melanoma_kd.selection import (
     best_by_validation,
     rank_by_validation,
     rank_students,
+    read_best_teacher,
     run_summaries,
     select_student,
 )
@@ -53,17 +56,70 @@ def test_bad_or_missing_summaries_are_one_line_errors(tmp_path: Path) -> None:
         best_by_validation({})
 
 
-def test_teacher_choice_and_evaluation_agree_on_the_same_runs(tmp_path: Path) -> None:
-    """The evaluation's best teacher is the distilled one, also in a near tie that the
-    evaluation's own re-scored metrics could order differently."""
+def _select_teacher_stage(root: Path, archs: list[str]) -> subprocess.CompletedProcess[str]:
+    """``stages/select_teacher.py`` run in ``root`` with ``teachers.archs`` set to ``archs``."""
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["teachers"]["archs"] = archs
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return stage(
+        "select_teacher.py",
+        *("--params", "params.yaml", "--teacher-metrics", "metrics/teachers"),
+        *("--out", "models/best_teacher.json"),
+        cwd=root,
+    )
+
+
+def test_every_stage_reads_the_one_recorded_teacher_choice(tmp_path: Path) -> None:
+    """select_teacher chooses (a near tie: equal pAUC, ROC-AUC decides); what distils, evaluates
+    and exports the best teacher reads its record, and no longer the run summaries."""
     specs = model_specs(RAW, tmp_path / "models", tmp_path / "metrics")
-    teachers = [s for s in specs if s.group == "teacher"]
-    archs = [s.name.removeprefix("teacher_") for s in teachers]
+    archs = [s.name.removeprefix("teacher_") for s in specs if s.group == "teacher"]
     assert len(archs) == 2
     _runs(tmp_path / "metrics" / "teachers", {archs[0]: (0.15, 0.90), archs[1]: (0.15, 0.91)})
-    chosen = choose_teacher("best", archs, tmp_path / "metrics" / "teachers")
-    assert chosen == archs[1]  # equal pAUC: ROC-AUC decides
-    assert best_teacher(specs) == f"teacher_{chosen}"
+    proc = _select_teacher_stage(tmp_path, archs)
+    assert proc.returncode == 0, proc.stderr
+    record = tmp_path / "models" / "best_teacher.json"
+    assert json.loads(record.read_text()) == {"arch": archs[1]}  # the arch only
+    for summary in (tmp_path / "metrics" / "teachers").rglob("summary.json"):
+        summary.unlink()  # the consumers must not need them
+    assert read_best_teacher(record, archs) == archs[1]
+    assert choose_teacher("best", archs, record) == archs[1]  # teacher_outputs
+    assert best_teacher(record, specs) == f"teacher_{archs[1]}"  # evaluate
+
+
+def test_select_teacher_stage_missing_summary_is_one_line(tmp_path: Path) -> None:
+    _runs(tmp_path / "metrics" / "teachers", {"resnet18": (0.10, 0.90)})
+    proc = _select_teacher_stage(tmp_path, ["resnet18", "efficientnet_b0"])
+    assert_one_line_error(proc, "efficientnet_b0/summary.json", "not found")
+    assert not (tmp_path / "models" / "best_teacher.json").exists()
+
+
+def test_a_bad_teacher_record_is_one_line(tmp_path: Path) -> None:
+    record = tmp_path / "best_teacher.json"
+    with pytest.raises(UserError, match="written by the select_teacher stage"):
+        read_best_teacher(record, ["resnet18"])
+    for bad in ({"arch": "vgg11"}, {"point": "resnet18"}, ["resnet18"]):
+        write_json(record, bad)
+        with pytest.raises(UserError, match=r"is not in teachers\.archs") as exc:
+            read_best_teacher(record, ["resnet18"])
+        assert "\n" not in str(exc.value)
+
+
+def test_the_best_teacher_is_chosen_in_one_place() -> None:
+    """The rule is applied to the teachers' run summaries by one library function, which only
+    the select_teacher stage calls."""
+    calls: dict[str, list[str]] = {}
+    sources = [*(REPO_ROOT / "src").rglob("*.py"), *(REPO_ROOT / "stages").glob("*.py")]
+    for path in sorted(sources):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", getattr(node.func, "attr", None))
+                if name in ("best_by_validation", "select_teacher"):
+                    calls.setdefault(name, []).append(path.relative_to(REPO_ROOT).as_posix())
+    assert calls == {
+        "best_by_validation": ["src/melanoma_kd/selection.py"],
+        "select_teacher": ["stages/select_teacher.py"],
+    }
 
 
 def test_kd_point_choice_uses_the_same_rule(tmp_path: Path) -> None:

@@ -21,8 +21,8 @@ OPTIONAL: dict[str, set[str]] = {
     "stages/report.py": {"--baselines", "--benchmark", "--hair-effect"},
     "stages/hair_train.py": {"--best-teacher"},  # read for --role teacher only
     # three export modes: a checkpoint with its validation predictions, the selected KD point
-    # (record, checkpoint folder, run folder) or the teacher best on validation (checkpoint
-    # folder, run folder); the scratch student has no deploy-size copy
+    # (record, checkpoint folder, run folder) or the best teacher (select_teacher's record,
+    # checkpoint folder, run folder); the scratch student has no deploy-size copy
     "stages/export.py": {
         "--checkpoint",
         "--val-predictions",

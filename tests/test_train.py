@@ -360,18 +360,21 @@ def test_teacher_outputs_file_errors(tmp_path: Path) -> None:
 
 
 def test_choose_teacher(tmp_path: Path) -> None:
+    """``best`` is the select_teacher stage's record; a named arch needs no record."""
     archs = ["resnet18", "efficientnet_b0", "resnet34"]
-    for arch, pauc in zip(archs, [0.11, 0.15, 0.13], strict=True):
-        write_json(tmp_path / arch / "summary.json", {"val_pauc": pauc, "val_roc_auc": 0.9})
-    assert choose_teacher("best", archs, tmp_path) == "efficientnet_b0"
-    assert choose_teacher("resnet34", archs, tmp_path) == "resnet34"
-    write_json(tmp_path / "resnet34" / "summary.json", {"val_pauc": 0.15, "val_roc_auc": 0.9})
-    assert choose_teacher("best", archs, tmp_path) == "efficientnet_b0"  # tie: first listed
-    write_json(tmp_path / "resnet34" / "summary.json", {"val_pauc": 0.15, "val_roc_auc": 0.91})
-    assert choose_teacher("best", archs, tmp_path) == "resnet34"  # tie on pAUC: ROC-AUC decides
+    record = tmp_path / "best_teacher.json"
+    assert choose_teacher("resnet34", archs, record) == "resnet34"  # not read: absent
+    with pytest.raises(UserError, match="select_teacher"):
+        choose_teacher("best", archs, record)
+    write_json(record, {"arch": "efficientnet_b0"})
+    assert choose_teacher("best", archs, record) == "efficientnet_b0"
+    assert choose_teacher("resnet18", archs, record) == "resnet18"  # a named arch wins
     with pytest.raises(UserError, match="vit_small") as exc:
-        choose_teacher("vit_small", archs, tmp_path)
+        choose_teacher("vit_small", archs, record)
     assert "\n" not in str(exc.value)
+    write_json(record, {"arch": "vit_small"})  # a record of another teachers.archs
+    with pytest.raises(UserError, match=r"'vit_small' is not in teachers\.archs"):
+        choose_teacher("best", archs, record)
 
 
 def test_unknown_arch_is_one_line_user_error(tmp_path: Path) -> None:

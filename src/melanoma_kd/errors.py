@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from melanoma_kd import stage_times
+from melanoma_kd import stage_clock
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -35,7 +35,7 @@ def cli_entry(func: F) -> F:
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
-        stage_times.record()  # only when make repro asks for it (never into DVC outputs)
+        stage_clock.record()  # only when make repro asks for it (never into DVC outputs)
         return result
 
     return wrapper  # type: ignore[return-value]

@@ -46,7 +46,7 @@ from melanoma_kd.results import (
     write_predictions,
     write_record,
 )
-from melanoma_kd.selection import SUMMARY, best_by_validation, operating_thresholds
+from melanoma_kd.selection import operating_thresholds, read_best_teacher
 
 # --------------------------------------------------------------------------- predictions
 
@@ -293,19 +293,19 @@ def _check_same_holdout(predictions: Mapping[str, Predictions]) -> None:
             raise UserError(f"{name}: holdout images/labels differ from {names[0]}'s")
 
 
-def best_teacher(specs: Sequence[ModelSpec]) -> str:
-    """The teacher the evaluation compares against: the same rule, on the same run summaries,
-    as the teacher_outputs stage uses to choose whom to distil
-    (:func:`melanoma_kd.selection.best_by_validation`)."""
-    teachers = [s for s in specs if s.group == "teacher" and s.run_dir is not None]
-    if not teachers:
+def best_teacher(record: str | Path, specs: Sequence[ModelSpec]) -> str:
+    """The teacher the evaluation compares against (its model name): the one the select_teacher
+    stage recorded in ``record``, best on validation — the teacher distilled (with
+    ``distill.teacher: best``), exported and retrained by the other stages."""
+    archs = [s.name.removeprefix("teacher_") for s in specs if s.group == "teacher"]
+    if not archs:
         raise UserError("no trained teacher to compare with")
-    return best_by_validation({s.name: s.run_dir / SUMMARY for s in teachers})
+    return f"teacher_{read_best_teacher(record, archs)}"
 
 
 def _check_exported_teacher(preds: Mapping[str, Predictions], teacher: str) -> None:
-    """The exported teacher (export_teacher: best on validation by the same rule) must be the
-    best teacher the evaluation compares against."""
+    """The exported teacher (export_teacher: the teacher select_teacher recorded) must be the
+    best teacher the evaluation compares against (a stale export is refused)."""
     for name in (TEACHER_ONNX_FP32, TEACHER_ONNX_INT8):
         arch = preds[name].arch if name in preds else None
         if arch is not None and f"teacher_{arch}" != teacher:
@@ -327,8 +327,8 @@ def evaluate_all(
     """Per-model metrics, key-model roles and every comparison of :mod:`melanoma_kd.paired`.
 
     ``selected`` is the KD student the select_student stage chose and ``teacher`` the best
-    teacher, both chosen on validation by :mod:`melanoma_kd.selection` (see
-    :func:`best_teacher`)."""
+    teacher the select_teacher stage chose, both on validation by :mod:`melanoma_kd.selection`
+    (see :func:`best_teacher`)."""
     specs = list(specs)
     missing = [s.name for s in specs if s.name not in predictions]
     if missing:

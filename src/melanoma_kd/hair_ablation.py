@@ -16,9 +16,9 @@ The main arm is not retrained: its runs are the pipeline's own — the scratch s
 :func:`melanoma_kd.hair_effect.compare_arms` scores every run on its own arm's holdout images
 (the same image ids in the same order) and compares each pair of arms per role, paired on those
 images and pooled over the seeds (:func:`melanoma_kd.seed_stats.pooled_paired_delta`). "Best
-teacher" is the teacher best on validation in the main pipeline
-(:func:`melanoma_kd.selection.best_by_validation`, recorded by the select_teacher stage), the
-teacher the evaluation compares against; every arm retrains that architecture.
+teacher" is the teacher best on validation in the main pipeline, as the select_teacher stage
+recorded it (:func:`melanoma_kd.selection.read_best_teacher`): the teacher the evaluation
+compares against; every arm retrains that architecture.
 """
 
 from __future__ import annotations
@@ -27,18 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from melanoma_kd.config import Params, PreprocessParams
+from melanoma_kd.config import HairArm, Params, PreprocessParams
 from melanoma_kd.errors import UserError
-from melanoma_kd.io import read_json
-from melanoma_kd.selection import best_by_validation, run_summaries
 
 Role = Literal["student", "teacher"]
 ROLES: tuple[Role, ...] = ("student", "teacher")
-ARM_LABELS: dict[str, str] = {
-    "none": "no hair removal",
-    "reference": "reference detector (black-hat)",
-    "shape": "shape detector",
-}
 
 
 def main_arm(params: Params) -> str:
@@ -46,38 +39,24 @@ def main_arm(params: Params) -> str:
     return params.preprocess.detector if params.preprocess.hair_removal else "none"
 
 
-def arm_preprocess(params: Params, arm: str) -> PreprocessParams:
-    """``preprocess`` with the arm's hair removal: off for ``none``, else that detector."""
-    if arm not in ARM_LABELS:
-        raise UserError(f"hair_ablation: unknown arm {arm!r} (known: {sorted(ARM_LABELS)})")
+def arm_preprocess(params: Params, arm: HairArm) -> PreprocessParams:
+    """``preprocess`` with the arm's hair removal: off for ``none``, else that detector.
+
+    ``arm`` is an item of ``hair_ablation.arms`` (:func:`checked_arm`), which the config
+    validates against :data:`melanoma_kd.config.HairArm`."""
     if arm == "none":
         return params.preprocess.model_copy(update={"hair_removal": False})
     return params.preprocess.model_copy(update={"hair_removal": True, "detector": arm})
 
 
-def checked_arm(params: Params, arm: str) -> str:
+def checked_arm(params: Params, arm: str) -> HairArm:
     """``arm`` if it is one of ``hair_ablation.arms`` (a stage item), else one clear error."""
-    if arm not in params.hair_ablation.arms:
-        raise UserError(
-            f"hair_ablation: arm {arm!r} is not in hair_ablation.arms {params.hair_ablation.arms}"
-        )
-    return arm
-
-
-def best_teacher_arch(params: Params, teacher_metrics: str | Path) -> str:
-    """The teacher arch best on validation in the main pipeline (its run summaries)."""
-    return best_by_validation(run_summaries(teacher_metrics, params.teachers.archs))
-
-
-def read_best_teacher(params: Params, record: str | Path) -> str:
-    """The arch in select_teacher's record, which must be one of ``teachers.archs``."""
-    path = Path(record)
-    if not path.is_file():
-        raise UserError(f"{path}: not found (written by the select_teacher stage)")
-    arch = read_json(path).get("arch")
-    if arch not in params.teachers.archs:
-        raise UserError(f"{path}: arch {arch!r} is not in teachers.archs {params.teachers.archs}")
-    return str(arch)
+    for known in params.hair_ablation.arms:
+        if known == arm:
+            return known
+    raise UserError(
+        f"hair_ablation: arm {arm!r} is not in hair_ablation.arms {params.hair_ablation.arms}"
+    )
 
 
 @dataclass(frozen=True)

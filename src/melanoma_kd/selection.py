@@ -1,7 +1,8 @@
-"""Choosing on validation: the one rule that picks the teacher to distil, the KD grid point to
-export (:func:`selection_record`, the ``select_student`` stage) and the "best teacher" the
-evaluation compares against, and the one rule that sets a deployable model's decision threshold
-(:func:`operating_thresholds`).
+"""Choosing on validation: the one rule that picks the best teacher (:func:`select_teacher`, the
+``select_teacher`` stage, whose record :func:`read_best_teacher` reads for every stage that
+needs that teacher: the one to distil, export, retrain and compare against) and the KD grid point
+to export (:func:`selection_record`, the ``select_student`` stage), and the one rule that sets a
+deployable model's decision threshold (:func:`operating_thresholds`).
 
 A candidate is a training run's ``summary.json`` (written by :mod:`melanoma_kd.runs`), read for
 its validation pAUC and ROC-AUC. Ranking: higher validation pAUC first; a tie is broken by the
@@ -11,7 +12,7 @@ order, or the sorted point names), so the order is total and stable. Holdout is 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,26 @@ def best_by_validation(summaries: Mapping[str, Path]) -> str:
 def run_summaries(root: str | Path, names: list[str]) -> dict[str, Path]:
     """``{name: root/name/summary.json}`` in the given order."""
     return {name: Path(root) / name / SUMMARY for name in names}
+
+
+def select_teacher(teacher_metrics_root: str | Path, archs: Sequence[str]) -> str:
+    """The arch of ``archs`` whose teacher run (``<root>/<arch>/summary.json``) is best by
+    :data:`RULE`. Only the select_teacher stage calls this; every other stage reads its record
+    (:func:`read_best_teacher`), so the choice is made once."""
+    return best_by_validation(run_summaries(teacher_metrics_root, list(archs)))
+
+
+def read_best_teacher(record: str | Path, archs: Sequence[str]) -> str:
+    """The arch in the select_teacher stage's record, which must be one of ``archs``
+    (``teachers.archs``)."""
+    path = Path(record)
+    if not path.is_file():
+        raise UserError(f"{path}: not found (written by the select_teacher stage)")
+    data = read_json(path)
+    arch = data.get("arch") if isinstance(data, dict) else None
+    if arch not in archs:
+        raise UserError(f"{path}: arch {arch!r} is not in teachers.archs {list(archs)}")
+    return str(arch)
 
 
 def rank_students(

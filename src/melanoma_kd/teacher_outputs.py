@@ -28,7 +28,7 @@ from melanoma_kd.errors import UserError
 from melanoma_kd.inference import default_device
 from melanoma_kd.io import atomic_path
 from melanoma_kd.models.build import load_checkpoint
-from melanoma_kd.selection import best_by_validation, run_summaries
+from melanoma_kd.selection import read_best_teacher
 
 STORED_DTYPE = np.float16
 
@@ -46,14 +46,15 @@ def to_stored(values: torch.Tensor, what: str, dtype: type = STORED_DTYPE) -> np
     return out.astype(dtype)
 
 
-def choose_teacher(choice: str, archs: list[str], metrics_root: str | Path) -> str:
-    """``choice`` if it names a trained teacher, or for ``best`` the one
-    :func:`melanoma_kd.selection.best_by_validation` picks from the teachers' run summaries."""
+def choose_teacher(choice: str, archs: list[str], best_teacher: str | Path) -> str:
+    """``choice`` (``distill.teacher``) if it names a trained teacher, or for ``best`` the
+    teacher the select_teacher stage recorded in ``best_teacher``
+    (:func:`melanoma_kd.selection.read_best_teacher`; the record is read only then)."""
     if choice != "best":
         if choice not in archs:
             raise UserError(f"distill.teacher: {choice!r} is not in teachers.archs {archs}")
         return choice
-    return best_by_validation(run_summaries(metrics_root, archs))
+    return read_best_teacher(best_teacher, archs)
 
 
 @torch.inference_mode()
