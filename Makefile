@@ -33,8 +33,8 @@ repro: setup  ## run the whole default pipeline on the built-in synthetic data
 test: setup  ## the test suite (unit tests + the tiny-profile dvc pipeline tests, built meanwhile)
 	$(BIN)/python -m pytest -q --durations=10
 
-test-fast: setup  ## unit tests only
-	$(BIN)/python -m pytest -q -m "not pipeline" --durations=10
+test-fast: setup  ## unit tests only, on two pytest-xdist workers (they share nothing)
+	$(BIN)/python -m pytest -q -m "not pipeline" -n 2 --durations=10
 
 verify: repro  ## rerun the pipeline; fail if dvc.lock or a committed result is stale or changed
 	$(BIN)/python -m melanoma_kd.verify

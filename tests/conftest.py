@@ -5,16 +5,19 @@ its ``metadata`` and ``images`` (or use :func:`corrupt_jpeg`) and call ``write()
 produce a broken variant of the same data set.
 
 The pipeline fixtures (``tiny_repo``, ``tiny_remote``, ``fresh_clone``) share one reproduction
-of the tiny profile per session, built in the background while the unit tests run
-(``tests/tiny_pipeline.py``).
+of the tiny profile per session, and ``recipe_runs`` one of each published recipe at toy size:
+background jobs (``tests/background.py``) that run while the unit tests do
+(``tests/tiny_pipeline.py``, ``tests/recipe_runs.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import h5py
@@ -22,7 +25,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.background import Background
 from tests.tiny_pipeline import FreshClone, TinyPipeline
+
+if TYPE_CHECKING:
+    from tests.recipe_runs import RecipeRun
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,31 +161,73 @@ def _needs_tiny_pipeline(item: pytest.Item) -> bool:
     return _needs("tiny_pipeline", item)
 
 
+def _recipe(item: pytest.Item) -> str | None:
+    """The recipe whose background reproduction the test checks (``@pytest.mark.recipe``)."""
+    marker = item.get_closest_marker("recipe")
+    return marker.args[0] if marker is not None else None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that wait for the tiny pipeline last, so that it builds while the others run; the
-    other pipeline tests just before them. (A stable sort: file order otherwise.)"""
+    """Tests that wait for a background job last, so that the jobs run while the others do:
+    the tiny pipeline's tests, then the recipes' (the jobs' order); the other pipeline tests just
+    before them. (A stable sort: file order otherwise.)"""
     items.sort(
-        key=lambda it: (_needs_tiny_pipeline(it), it.get_closest_marker("pipeline") is not None)
+        key=lambda it: (
+            _recipe(it) is not None,
+            _needs_tiny_pipeline(it),
+            it.get_closest_marker("pipeline") is not None,
+        )
     )
 
 
 @pytest.fixture(scope="session")
+def background() -> Iterator[Background]:
+    """The session's worker threads for whole-pipeline jobs (``tests/background.py``)."""
+    jobs = Background()
+    yield jobs
+    jobs.close()
+
+
+@pytest.fixture(scope="session")
 def tiny_pipeline(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TinyPipeline]:
-    """The tiny-profile pipeline, reproduced once per session in a background thread (and the
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    background: Background,
+) -> TinyPipeline:
+    """The tiny-profile pipeline, reproduced once per session as a background job (and the
     fresh-clone run after it when a selected test needs ``fresh_clone``)."""
     fresh = any(_needs("fresh_clone", item) for item in request.session.items)
-    pipeline = TinyPipeline(tmp_path_factory.mktemp("tiny"), fresh_clone=fresh).start()
-    yield pipeline
-    pipeline.close()
+    return TinyPipeline(tmp_path_factory.mktemp("tiny"), fresh_clone=fresh).start(background)
+
+
+@pytest.fixture(scope="session")
+def recipe_runs(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    background: Background,
+) -> dict[str, Future[RecipeRun]]:
+    """Each recipe a selected test marks, reproduced at toy size as a background job
+    (``tests/recipe_runs.py``), in the order the tests come."""
+    from tests.recipe_runs import reproduce_recipe  # imports this module's data-set writers
+
+    runs: dict[str, Future[RecipeRun]] = {}
+    for item in request.session.items:
+        recipe = _recipe(item)
+        if recipe is not None and recipe not in runs:
+            root = tmp_path_factory.mktemp(recipe)
+            runs[recipe] = background.submit(partial(reproduce_recipe, recipe, root))
+    return runs
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _start_tiny_pipeline_early(request: pytest.FixtureRequest) -> None:
-    """Start the build as the session starts when a selected test needs it (not in test-fast)."""
-    if any(_needs_tiny_pipeline(item) for item in request.session.items):
+def _start_background_jobs(request: pytest.FixtureRequest) -> None:
+    """Queue the jobs the selected tests need as the session starts (none in test-fast): the
+    tiny pipeline first (most tests wait for it), then the recipes."""
+    items = request.session.items
+    if any(_needs_tiny_pipeline(item) for item in items):
         request.getfixturevalue("tiny_pipeline")
+    if any(_recipe(item) is not None for item in items):
+        request.getfixturevalue("recipe_runs")
 
 
 @pytest.fixture(scope="session")

@@ -231,7 +231,7 @@ def test_exp_run_isic2024_with_subsampling_runs_no_synthetic_generation(tmp_path
     """``dvc exp run -S data.source=isic2024 -S data.max_negatives=...`` on the ISIC-2024-format
     fixture: generate writes only its marker, nothing opens a hair truth (a planted unreadable
     one would fail), and ingest → split → remove_hair → cache see only the kept images."""
-    from tests.test_recipes import check_no_synthetic_work, plant_truth_trap
+    from tests.recipe_runs import check_no_synthetic_work, plant_truth_trap
 
     data = write_isic2024(tmp_path / "isic-2024-challenge")
     plant_truth_trap(data.root)

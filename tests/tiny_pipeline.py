@@ -3,10 +3,11 @@
 Every pipeline test reads one repo in which ``dvc repro`` ran the whole DAG on
 ``tests/profiles/tiny.yaml`` (tests that change it restore it or work on a clone). That run costs
 minutes of mostly single-threaded CPU (stage scripts are Python imports and training on a few
-dozen images), so :class:`TinyPipeline` starts it in a thread as the session starts and the unit
-tests run meanwhile (``conftest.py`` moves the pipeline tests to the end of the session).
+dozen images), so :class:`TinyPipeline` submits it as a job of the session's
+:class:`~tests.background.Background` as the session starts and the unit tests run meanwhile
+(``conftest.py`` moves the pipeline tests to the end of the session).
 
-Once the repo is built and pushed to a local remote, the same thread goes on with the fresh-clone
+Once the repo is built and pushed to a local remote, the same job goes on with the fresh-clone
 run-cache check of ``tests/test_workflows.py``: a clone pulls the outputs and the run-cache and,
 without ``dvc.lock``, reruns every stage with a git-tracked output. That is the second-longest
 piece of the suite; started here it overlaps the other pipeline tests instead of following them.
@@ -15,17 +16,16 @@ What it printed is kept in a :class:`FreshClone` for the test to check.
 
 from __future__ import annotations
 
-import atexit
 import json
-import os
-import signal
-import subprocess
-import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from tests.dvc_repo import env, make_repo, ran_stages
+from tests.background import Background, Cancelled, Runner
+from tests.dvc_repo import make_repo, ran_stages
+
+T = TypeVar("T")
 
 CHECKPOINT = "models/student/scratch.pt"
 
@@ -57,76 +57,39 @@ class FreshClone:
     committed_lock: str  # ``git show HEAD:dvc.lock``
 
 
-class Cancelled(Exception):
-    """The session ended before the background work did (or did not want it)."""
-
-
 class TinyPipeline:
-    """Builds the tiny repo, then (``fresh_clone=True``) the fresh clone, in one background
-    thread; :meth:`close` stops it."""
+    """Builds the tiny repo, then (``fresh_clone=True``) the fresh clone, as one job of a
+    :class:`~tests.background.Background` (the clone needs the build)."""
 
     def __init__(self, root: Path, *, fresh_clone: bool = True) -> None:
         self.root = root
         self._with_fresh_clone = fresh_clone
         self._built: Future[Built] = Future()
         self._fresh: Future[FreshClone] = Future()
-        self._lock = threading.Lock()
-        self._stop = False
-        self._proc: subprocess.Popen[str] | None = None
-        self._thread = threading.Thread(target=self._work, name="tiny-pipeline", daemon=True)
+        self._job: Future[None] | None = None
 
-    def start(self) -> TinyPipeline:
-        atexit.register(self.close)  # also when the session is interrupted
-        self._thread.start()
+    def start(self, background: Background) -> TinyPipeline:
+        self._job = background.submit(self._work)
         return self
 
     def built(self) -> Built:
         """Wait for the reproduced repo (re-raises what stopped the build)."""
-        return self._built.result()
+        return self._wait(self._built)
 
     def fresh_clone(self) -> FreshClone:
         """Wait for the fresh-clone run (re-raises what stopped it)."""
-        return self._fresh.result()
+        return self._wait(self._fresh)
 
-    def close(self) -> None:
-        """Stop the command still running, if any (its whole process group), and the thread."""
-        with self._lock:
-            self._stop = True
-            proc = self._proc
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        self._thread.join(timeout=60)
+    def _wait(self, future: Future[T]) -> T:
+        if self._job is not None and self._job.cancelled():  # the session closed first
+            raise Cancelled("the tiny pipeline job never started")
+        return future.result()
 
-    # ------------------------------------------------------------------------------ the thread
+    # ------------------------------------------------------------------------------ the job
 
-    def _run(self, cwd: Path, *args: str) -> str:
-        """``dvc_repo.run`` that :meth:`close` can stop: its stdout, or an error with the output."""
-        with self._lock:
-            if self._stop:
-                raise Cancelled(" ".join(args))
-            proc = subprocess.Popen(
-                args,
-                cwd=cwd,
-                env=env(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,  # its own process group, stage scripts included
-            )
-            self._proc = proc
-        out, err = proc.communicate()
-        with self._lock:
-            self._proc = None
-        if proc.returncode != 0:
-            raise AssertionError(
-                f"{' '.join(args)} exited {proc.returncode}\n--stdout--\n{out[-4000:]}"
-                f"\n--stderr--\n{err[-4000:]}"
-            )
-        return out
-
-    def _work(self) -> None:
+    def _work(self, runner: Runner) -> None:
         try:
-            built = self._build()
+            built = self._build(runner)
         except Exception as exc:
             self._built.set_exception(exc)
             self._fresh.set_exception(exc)
@@ -136,33 +99,35 @@ class TinyPipeline:
             self._fresh.set_exception(Cancelled("no selected test needs the fresh clone"))
             return
         try:
-            self._fresh.set_result(self._fresh_clone(built))
+            self._fresh.set_result(self._fresh_clone(runner, built))
         except Exception as exc:
             self._fresh.set_exception(exc)
 
-    def _build(self) -> Built:
+    def _build(self, runner: Runner) -> Built:
+        run = runner.run
         repo = make_repo(self.root / "repo")
-        out = self._run(repo, "dvc", "repro")
+        out = run(repo, "dvc", "repro")
         if "generate" not in ran_stages(out):
             raise AssertionError(f"dvc repro did not run the pipeline\n{out[-4000:]}")
-        self._run(repo, "git", "add", "-A")
-        self._run(repo, "git", "commit", "-qm", "tiny pipeline results")
+        run(repo, "git", "add", "-A")
+        run(repo, "git", "commit", "-qm", "tiny pipeline results")
         remote = self.root / "remote"
         remote.mkdir()
-        self._run(repo, "dvc", "remote", "add", "-f", "-d", "local", str(remote))
-        self._run(repo, "git", "commit", "-qam", "local remote")
-        self._run(repo, "dvc", "push", "--run-cache")
+        run(repo, "dvc", "remote", "add", "-f", "-d", "local", str(remote))
+        run(repo, "git", "commit", "-qam", "local remote")
+        run(repo, "dvc", "push", "--run-cache")
         # Cloned before the tests start editing the repo's working tree.
-        self._run(self.root, "git", "clone", "-q", str(repo), "fresh")
+        run(self.root, "git", "clone", "-q", str(repo), "fresh")
         return Built(repo, remote)
 
-    def _fresh_clone(self, built: Built) -> FreshClone:
+    def _fresh_clone(self, runner: Runner, built: Built) -> FreshClone:
+        run = runner.run
         repo = self.root / "fresh"
-        self._run(repo, "dvc", "pull", "--run-cache")
-        with_lock = self._run(repo, "dvc", "repro")
+        run(repo, "dvc", "pull", "--run-cache")
+        with_lock = run(repo, "dvc", "repro")
         restored = (repo / CHECKPOINT).is_file()
-        git_tracked = set(json.loads(self._run(repo, "python", "-c", GIT_TRACKED_STAGES)))
+        git_tracked = set(json.loads(run(repo, "python", "-c", GIT_TRACKED_STAGES)))
         (repo / "dvc.lock").unlink()
-        without_lock = self._run(repo, "dvc", "repro")
-        committed = self._run(repo, "git", "show", "HEAD:dvc.lock")
+        without_lock = run(repo, "dvc", "repro")
+        committed = run(repo, "git", "show", "HEAD:dvc.lock")
         return FreshClone(repo, with_lock, restored, git_tracked, without_lock, committed)
