@@ -96,7 +96,8 @@ class SplitParams(Section):
 class ShapeDetectorParams(Section):
     """The ``shape`` hair detector (``melanoma_kd.data.hair``): black-hat, an oriented line
     filter with hysteresis, a pixel threshold relative to the local ridge, and component shape;
-    the same filters on a colour residual find hairs lighter than what they cross (``colour_*``).
+    the same filters on a colour residual find hairs lighter than what they cross (``colour_*``),
+    and on line-averaged chroma residuals faint blond and grey hair (``yellow_*``, ``grey_*``).
     Defaults chosen on train images only (``python -m melanoma_kd.data.hair_tuning``)."""
 
     blackhat_kernel: Annotated[int, Field(ge=3, le=51)] = 7
@@ -115,8 +116,16 @@ class ShapeDetectorParams(Section):
     max_cells: NonNegInt = 6  # ... and a component with more of them is network
     colour_gain: Annotated[float, Field(ge=0.0)] = 5.5  # colour branch (light hair); 0 = off
     colour_median: Annotated[int, Field(ge=3, le=31)] = 7  # px, odd: its median window
-    colour_threshold: Annotated[float, Field(gt=0.0)] = 24.0  # its ridge's step-1 threshold
-    colour_relative_threshold: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.35  # its step 3
+    colour_threshold: Annotated[float, Field(gt=0.0)] = 18.0  # its ridge's step-1 threshold
+    colour_relative_threshold: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.25  # its step 3
+    yellow_gain: Annotated[float, Field(ge=0.0)] = 6.0  # yellow branch (blond on skin); 0 = off
+    yellow_threshold: Annotated[float, Field(gt=0.0)] = 12.0  # its step-1 threshold
+    yellow_relative_threshold: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.4  # its step 3
+    grey_gain: Annotated[float, Field(ge=0.0)] = 6.0  # grey branch (faint grey hair); 0 = off
+    grey_threshold: Annotated[float, Field(gt=0.0)] = 12.0  # its step-1 threshold
+    grey_relative_threshold: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.4  # its step 3
+    colour_veto: NonNegInt = 4  # px: light-branch pixels this near dark structure go; 0 = off
+    colour_veto_blackhat: Annotated[float, Field(ge=0.0)] = 50.0  # black-hat of a vetoing pixel
     dilate: NonNegInt = 0
 
     @model_validator(mode="after")

@@ -113,7 +113,24 @@ def hair_mask(rgb: Image, p: PreprocessParams) -> Mask:
             residual = light_colour_residual(rgb, s.colour_median)
             gain = np.float32(s.colour_gain)
             colour = (gain * residual, gain * line_response(residual, s.line_length, s.line_angles))
-        return shape_mask(blackhat, line, s, colour)
+        cues = [
+            (np.float32(gain), weights, threshold, relative, any_dark)
+            for gain, weights, threshold, relative, any_dark in (
+                (s.yellow_gain, YELLOW, s.yellow_threshold, s.yellow_relative_threshold, False),
+                (s.grey_gain, GREY, s.grey_threshold, s.grey_relative_threshold, True),
+            )
+            if gain > 0
+        ]
+        chroma = []
+        if cues:
+            lines = chroma_lines(
+                rgb, s.colour_median, s.line_length, s.line_angles, [c[1] for c in cues]
+            )
+            for (gain, _, threshold, relative, any_dark), (ridge, cue_line) in zip(
+                cues, lines, strict=True
+            ):
+                chroma.append((gain * ridge, gain * cue_line, threshold, relative, any_dark))
+        return shape_mask(blackhat, line, s, colour, chroma)
     mask = (_blackhat(gray, p.blackhat_kernel, KERNEL_SHAPES[p.kernel_shape]) > p.threshold).astype(
         np.uint8
     )
@@ -166,18 +183,57 @@ def light_colour_residual(rgb: Image, size: int) -> NDArray[np.float32]:
     return out.astype(np.float32)
 
 
+def _oriented_means(image: NDArray[np.float32], length: int, angles: int) -> NDArray[np.float32]:
+    """(angles, H, W[, C]): the mean of ``image`` (channels filtered alike) along each of the
+    :func:`_line_kernels`."""
+    return np.stack(
+        [
+            cv2.filter2D(image, cv2.CV_32F, k, borderType=cv2.BORDER_REPLICATE)
+            for k in _line_kernels(length, angles)
+        ]
+    )
+
+
 def line_response(blackhat: NDArray[np.float32], length: int, angles: int) -> NDArray[np.float32]:
     """Oriented line filter of a black-hat image: the mean along the best of ``angles`` lines of
     ``length`` px minus the mean over all of them. A hair (a long thin ridge) scores about its
     contrast; dots, globules and isotropic pigment network score little: every direction sees
     about as much of them."""
-    responses = np.stack(
-        [
-            cv2.filter2D(blackhat, cv2.CV_32F, k, borderType=cv2.BORDER_REPLICATE)
-            for k in _line_kernels(length, angles)
-        ]
-    )
+    responses = _oriented_means(blackhat, length, angles)
     return responses.max(0) - responses.mean(0)
+
+
+# (a*, b*) weights of the chroma cues (:func:`chroma_lines`): blond hair is yellower than the
+# skin it crosses; grey hair is less red and less yellow (greyer) than skin and most lesions.
+YELLOW = (0.0, 1.0)
+GREY = (-0.5, -0.5)
+
+
+def chroma_lines(
+    rgb: Image, size: int, length: int, angles: int, weights: Sequence[tuple[float, float]]
+) -> list[tuple[NDArray[np.float32], NDArray[np.float32]]]:
+    """Per (a*, b*) weight pair in ``weights``, the (ridge, line response) of that chroma cue:
+    the weighted sum of a pixel's signed CIE Lab a* and b* differences from the median of its
+    ``size``×``size`` neighbourhood (OpenCV's 8-bit scaling), averaged along each of ``angles``
+    lines of ``length`` px. The ridge is the best line's mean (0 where negative), the line
+    response that minus the mean over all lines (as :func:`line_response`).
+
+    Blond hair on light skin has about the skin's lightness, so neither the black-hat nor
+    :func:`light_colour_residual` sees it, but it is yellower than the skin (:data:`YELLOW`);
+    faint grey hair is a little darker and clearly greyer (:data:`GREY`). Per pixel these
+    differences are a few units, about the noise; the residual is signed, so the noise averages
+    out along a line while a hair's colour adds up. The line means are linear, so a* and b* are
+    filtered once (one two-channel pass per line) and weighted afterwards.
+    """
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)
+    diff = lab[..., 1:].astype(np.float32) - cv2.medianBlur(lab, size)[..., 1:]
+    means = _oriented_means(np.ascontiguousarray(diff), length, angles)  # (angles, H, W, 2)
+    out = []
+    for wa, wb in weights:
+        responses = np.float32(wa) * means[..., 0] + np.float32(wb) * means[..., 1]
+        best = responses.max(0)
+        out.append((np.maximum(best, 0), best - responses.mean(0)))
+    return out
 
 
 def shape_mask(
@@ -185,12 +241,25 @@ def shape_mask(
     line: NDArray[np.float32],
     s: ShapeDetectorParams,
     colour: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None,
+    chroma: Sequence[tuple[NDArray[np.float32], NDArray[np.float32], float, float, bool]] = (),
 ) -> Mask:
     """The ``shape`` detector's mask from a black-hat image and its :func:`line_response`, and
     optionally the colour branch's ridge (``colour_gain`` × :func:`light_colour_residual`) and
     its line response: steps 1-4 run on each, with ``colour_threshold`` in step 1 and
     ``colour_relative_threshold`` in step 3 for the colour branch, and a pixel is hair when
-    either branch marks it.
+    either branch marks it. Each ``chroma`` branch (ridge, line response, step-1 threshold,
+    step-3 relative threshold, vetoed near any dark structure: the yellow and grey cues, gain ×
+    :func:`chroma_lines`) runs them too.
+
+    A dark hair pulls the median of the pixels beside it down, so they read as lighter than
+    their neighbourhood (and yellower, on most skin): the colour and chroma branches mark a
+    shoulder along each dark hair that no hair covers; and the grey cue, averaged along lines,
+    smears a dark pigment network (greyer than the lesion) into a blur the mesh filter cannot
+    see. With ``colour_veto`` > 0, colour and yellow pixels within ``colour_veto`` px of a
+    dark-branch (hair) pixel of black-hat ``>= colour_veto_blackhat`` are dropped (the dark hair
+    itself is the dark branch's), and grey-cue pixels (a chroma branch whose last element is
+    True) within ``colour_veto`` px of ANY pixel of such black-hat; faint structures (blond or
+    grey hair a little darker than light skin) veto nothing, so a light hair keeps its fringe.
 
     The line response scales with contrast; divided by the black-hat maximum in the pixel's
     5×5 neighbourhood (the ridge) it does not: about 0.85 on a hair whatever its contrast,
@@ -207,8 +276,23 @@ def shape_mask(
     5. ``dilate`` iterations of a 3×3 dilation.
     """
     mask = _branch_mask(blackhat, line, s, s.threshold, s.relative_threshold)
+    light = np.zeros_like(mask)
     if colour is not None:
-        mask |= _branch_mask(*colour, s, s.colour_threshold, s.colour_relative_threshold)
+        light |= _branch_mask(*colour, s, s.colour_threshold, s.colour_relative_threshold)
+    greyish = np.zeros_like(mask)  # branches vetoed near any dark structure, not only hair
+    for ridge_image, ridge_line, threshold, relative, any_dark in chroma:
+        found = _branch_mask(ridge_image, ridge_line, s, threshold, relative)
+        if any_dark:
+            greyish |= found
+        else:
+            light |= found
+    if s.colour_veto and (light.any() or greyish.any()):
+        size = 2 * s.colour_veto + 1
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+        dark = blackhat >= s.colour_veto_blackhat
+        light[cv2.dilate((dark & (mask > 0)).astype(np.uint8), kernel) > 0] = 0
+        greyish[cv2.dilate(dark.astype(np.uint8), kernel) > 0] = 0
+    mask |= light | greyish
     if s.dilate:
         mask = cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=s.dilate)
     return mask
@@ -221,7 +305,7 @@ def _branch_mask(
     threshold: float,
     relative_threshold: float,
 ) -> Mask:
-    """Steps 1-4 of :func:`shape_mask` on one ridge image (black-hat or colour residual)."""
+    """Steps 1-4 of :func:`shape_mask` on one ridge image (black-hat, colour or chroma)."""
     ridge = cv2.dilate(ridge_image, np.ones((5, 5), np.uint8))
     weak = (ridge_image > threshold) & (line > s.line_threshold_low)
     n, labels = cv2.connectedComponents(weak.astype(np.uint8), connectivity=8)

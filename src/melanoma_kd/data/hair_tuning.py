@@ -8,13 +8,15 @@ inform a hair-removal setting that then preprocesses them.
 images and picks, among those that mark at most ``max_lesion`` of the lesion pixels of train
 images WITHOUT hair (lesion-sparing is a constraint, not a trade-off), the one with the highest
 mask recall at precision >= ``min_precision`` (both pooled over the pixels of train images with
-hair; the issue's target is a precision floor at high recall, and the floor sits above the
-target's 0.75 to leave room for images the tuning never saw); higher IoU, then the earlier grid
+hair; the issue's target is a precision floor at high recall; the floor sits above the
+target's 0.75 and the lesion limit below its 0.5 %, to leave room for images the tuning never
+saw); higher IoU, then the earlier grid
 point, break ties. When no point meets the lesion limit, the one marking the fewest lesion
 pixels wins; when none of those meets the precision floor, the most precise one. The black-hat
 and line responses depend only on the kernel sizes, so they are computed once per kernel pair;
-the colour branch's (:func:`~melanoma_kd.data.hair.light_colour_residual`) once per median
-size, at gain 1 (the line filter is linear, so a gain scales both).
+the colour branch's (:func:`~melanoma_kd.data.hair.light_colour_residual`) and the chroma
+cues' (:func:`~melanoma_kd.data.hair.chroma_lines`) once per median size, at gain 1 (the line
+filter is linear, so a gain scales both).
 
     python -m melanoma_kd.data.hair_tuning --params params.yaml --splits data/splits.csv \\
         --truth data/raw/synthetic --out tuning.json
@@ -38,8 +40,11 @@ import pandas as pd
 
 from melanoma_kd.config import ShapeDetectorParams, load_params
 from melanoma_kd.data.hair import (
+    GREY,
+    YELLOW,
     Image,
     Mask,
+    chroma_lines,
     light_colour_residual,
     line_response,
     shape_mask,
@@ -56,23 +61,34 @@ from melanoma_kd.io import write_json
 # it; 0.35 is set by design, for dark networks: tests/test_hair.py), mesh_cell (hairs' holes
 # are tiny or large, cells in between: any 10..40 px scored the same) and the length limits.
 # blackhat_kernel 7, min_elongation 4 and max_cells 6 were chosen by the earlier, wider grid
-# (7/9, 3/4, 3/6) and are kept; so is colour_median 7 (5 missed more light hair, 9 marked more
-# lesion on train images); line_threshold 16, relative_threshold 0.2 and
-# colour_relative_threshold 0.25 were not chosen in a wider run. colour_gain 0: branch off.
+# (7/9, 3/4, 3/6) and are kept; so is colour_median 7 (9 marked more lesion on train images);
+# threshold 10 (8 gained nothing), relative_threshold 0.25 (0.2 lost recall: neighbouring
+# hairs merge into shapes the filters drop), colour_gain 5.5 (7 lost precision), the gains 6
+# (the chroma thresholds are tuned instead), yellow_threshold 12 and the chroma relative
+# thresholds 0.4, colour_relative_threshold 0.25 (0.35 lost recall) and grey_threshold 12
+# (15 and 18 lost recall) came out of narrower runs. colour_veto_blackhat 50 is set by design
+# (a dark pigment network must veto the chroma branches: tests/test_hair.py; the synthetic
+# networks are faint, so train images cannot choose it). colour_veto 0 and grey_gain 0: off.
 GRID: dict[str, list] = {
     "blackhat_kernel": [7],
     "line_length": [13],
     "colour_median": [7],
-    "threshold": [10, 12, 15],
-    "line_threshold": [12.0, 14.0],
-    "relative_threshold": [0.25, 0.3],
-    "colour_gain": [0.0, 3.5, 4.5, 5.5],
-    "colour_threshold": [18.0, 24.0, 30.0],
-    "colour_relative_threshold": [0.35, 0.45],
+    "line_threshold": [10.0, 12.0],
+    "colour_threshold": [15.0, 18.0],
+    "colour_relative_threshold": [0.25],
+    "colour_veto": [0, 4, 5],
+    "yellow_gain": [6.0],
+    "yellow_threshold": [12.0],
+    "yellow_relative_threshold": [0.4],
+    "grey_gain": [0.0, 6.0],
+    "grey_threshold": [12.0],
+    "grey_relative_threshold": [0.4],
 }
 KERNEL_KEYS = ("blackhat_kernel", "line_length", "colour_median")
-MAX_LESION = 0.005  # at most 0.5 % of lesion pixels marked on train images without hair
-MIN_PRECISION = 0.8  # the issue's target is 0.75 at recall >= 0.9; a margin for unseen images
+# The issue's targets are precision >= 0.75 at recall >= 0.9 and <= 0.5 % of lesion pixels
+# changed on images without hair; both limits keep a margin for images the tuning never saw.
+MAX_LESION = 0.004  # at most 0.4 % of lesion pixels marked on train images without hair
+MIN_PRECISION = 0.78  # pooled mask precision on train images with hair
 
 
 @dataclass(frozen=True)
@@ -147,11 +163,12 @@ def tune_shape(
     return best[1], rows
 
 
-Responses = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+Responses = tuple[np.ndarray, ...]
 
 
 def _responses(image: Image, p: ShapeDetectorParams) -> Responses:
-    """(black-hat, its line response, colour residual, its line response at gain 1): what
+    """(black-hat, its line response, colour residual, its line response, then ridge and line
+    response of the yellow and the grey cue), colour and chroma at gain 1: what
     :func:`melanoma_kd.data.hair.hair_mask` computes before :func:`shape_mask`."""
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     k = p.blackhat_kernel
@@ -159,20 +176,38 @@ def _responses(image: Image, p: ShapeDetectorParams) -> Responses:
     padded = cv2.copyMakeBorder(gray, k, k, k, k, cv2.BORDER_REPLICATE)
     bh = cv2.morphologyEx(padded, cv2.MORPH_BLACKHAT, shape)[k:-k, k:-k].astype(np.float32)
     colour = light_colour_residual(image, p.colour_median)
+    chroma_args = (image, p.colour_median, p.line_length, p.line_angles)
     return (
         bh,
         line_response(bh, p.line_length, p.line_angles),
         colour,
         line_response(colour, p.line_length, p.line_angles),
+        *(x for pair in chroma_lines(*chroma_args, (YELLOW, GREY)) for x in pair),
     )
 
 
 def _mask(responses: Responses, p: ShapeDetectorParams) -> Mask:
-    bh, line, colour, colour_line = responses
-    if p.colour_gain <= 0:
-        return shape_mask(bh, line, p)
-    gain = np.float32(p.colour_gain)
-    return shape_mask(bh, line, p, (gain * colour, gain * colour_line))
+    bh, line, colour, colour_line, yellow, yellow_line, grey, grey_line = responses
+    colour_pair = None
+    if p.colour_gain > 0:
+        gain = np.float32(p.colour_gain)
+        colour_pair = (gain * colour, gain * colour_line)
+    chroma = [
+        (np.float32(gain) * ridge, np.float32(gain) * cue, threshold, relative, any_dark)
+        for gain, ridge, cue, threshold, relative, any_dark in (
+            (
+                p.yellow_gain,
+                yellow,
+                yellow_line,
+                p.yellow_threshold,
+                p.yellow_relative_threshold,
+                False,
+            ),
+            (p.grey_gain, grey, grey_line, p.grey_threshold, p.grey_relative_threshold, True),
+        )
+        if gain > 0
+    ]
+    return shape_mask(bh, line, p, colour_pair, chroma)
 
 
 def load_train_samples(
@@ -204,12 +239,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="JSON: every grid point's figures")
     ap.add_argument("--limit", type=int, default=None, help="first N train images only")
     ap.add_argument("--min-precision", type=float, default=MIN_PRECISION)
+    ap.add_argument("--max-lesion", type=float, default=MAX_LESION)
     args = ap.parse_args(argv)
 
     base = load_params(args.params).preprocess.shape
     splits = read_table(Path(args.splits), "splits", ("image_id", "location", "split"))
     samples = load_train_samples(splits, Path(args.truth), args.limit)
-    best, rows = tune_shape(samples, base, min_precision=args.min_precision)
+    best, rows = tune_shape(
+        samples, base, max_lesion=args.max_lesion, min_precision=args.min_precision
+    )
     write_json(args.out, {"train_images": len(samples), "chosen": best.model_dump(), "grid": rows})
     chosen = next(r for r in rows if all(r[k] == getattr(best, k) for k in GRID))
     print(f"hair tuning on {len(samples)} train images: {json.dumps(chosen)}")
