@@ -9,7 +9,10 @@ jobs a selected test needs, in the order the tests will want them, and orders th
 
 Every command a job runs goes through :meth:`Runner.run`, in its own process group, so that
 :meth:`Background.close` (at the end of the session, or when it is interrupted) stops it and the
-stage scripts it started.
+stage scripts it started. A job may run at a lower CPU priority (``nice``): the tiny pipeline
+heads the suite's longest chain (its build, then the tests that read it), the recipe runs can
+wait; the process group stays in pytest's session, so the priority counts against the rest of
+the suite (Linux's autogroup scheduling shares the CPU equally between sessions).
 """
 
 from __future__ import annotations
@@ -46,13 +49,15 @@ def job_count() -> int:
 class Runner:
     """Runs a job's commands; refuses new ones once the session is closing."""
 
-    def __init__(self, owner: Background) -> None:
+    def __init__(self, owner: Background, nice: int = 0) -> None:
         self._owner = owner
+        self._nice = nice
 
     def run(self, cwd: Path, *args: str) -> str:
         """``args`` in ``cwd`` with :func:`tests.dvc_repo.env`: its stdout, or an
         :class:`AssertionError` carrying the end of its output when it exits non-zero."""
-        proc = self._owner._spawn(cwd, args)
+        command = ("nice", "-n", str(self._nice), *args) if self._nice else args
+        proc = self._owner._spawn(cwd, command)
         try:
             out, err = proc.communicate()
         finally:
@@ -76,9 +81,10 @@ class Background:
         self._stopping = False
         atexit.register(self.close)  # also when the session is interrupted
 
-    def submit(self, job: Callable[[Runner], T]) -> Future[T]:
-        """Queue ``job(runner)``; its result (or exception) arrives in the returned future."""
-        return self._pool.submit(job, Runner(self))
+    def submit(self, job: Callable[[Runner], T], nice: int = 0) -> Future[T]:
+        """Queue ``job(runner)``, its commands at CPU priority ``nice``; its result (or
+        exception) arrives in the returned future."""
+        return self._pool.submit(job, Runner(self, nice))
 
     def close(self) -> None:
         """Stop every command still running (its whole process group) and drop queued jobs."""
@@ -101,7 +107,7 @@ class Background:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-                start_new_session=True,  # its own process group, stage scripts included
+                process_group=0,  # its own process group (stage scripts included), same session
             )
             self._live.add(proc)
         return proc

@@ -215,7 +215,8 @@ def recipe_runs(
         recipe = _recipe(item)
         if recipe is not None and recipe not in runs:
             root = tmp_path_factory.mktemp(recipe)
-            runs[recipe] = background.submit(partial(reproduce_recipe, recipe, root))
+            # below the tiny pipeline's priority: more tests wait for it
+            runs[recipe] = background.submit(partial(reproduce_recipe, recipe, root), nice=5)
     return runs
 
 
