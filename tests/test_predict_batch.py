@@ -1,17 +1,19 @@
 """``melanoma-kd predict`` on folders: recursive image discovery, one error row per bad file,
-CSV/JSON output, and the exit status, through the installed console script."""
+CSV/JSON output, and the exit status, through the CLI's ``main`` in this process (the installed
+console script itself is run by ``tests/test_predict.py``; a new interpreter costs seconds of
+imports per call)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import subprocess
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from melanoma_kd.cli import main
 from melanoma_kd.errors import EXIT_USER_ERROR
 from melanoma_kd.predict import Prediction, expand_inputs
 from tests.test_predict import _jpeg, model  # noqa: F401  (module-scoped fixture)
@@ -35,12 +37,22 @@ def clinic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("melanoma-kd")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "melanoma_kd.cli"]
-    return subprocess.run(
-        [*cmd, "predict", *args], capture_output=True, text=True, env={"OMP_NUM_THREADS": "1"}
-    )
+@dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> CliResult:
+    """``melanoma-kd predict *args``: its exit status and what it printed."""
+    capsys.readouterr()
+    try:
+        code = main(["predict", *args])
+    except SystemExit as exc:  # a UserError: one line on stderr, exit status 2
+        code = exc.code
+    printed = capsys.readouterr()
+    return CliResult(int(code or 0), printed.out, printed.err)
 
 
 def test_folders_expand_recursively_by_extension(clinic: Path) -> None:
@@ -53,8 +65,12 @@ def test_folders_expand_recursively_by_extension(clinic: Path) -> None:
     assert len(errors) == 1 and "folder holds no image" in (errors[0].error or "")
 
 
-def test_a_folder_with_one_corrupt_image_via_the_cli(clinic: Path, model: Path) -> None:  # noqa: F811
-    out = _cli(str(clinic), "--model", str(model), "--format", "csv", "--threads", "1")
+def test_a_folder_with_one_corrupt_image_via_the_cli(
+    clinic: Path,
+    model: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = _cli(capsys, str(clinic), "--model", str(model), "--format", "csv", "--threads", "1")
     assert out.returncode == EXIT_USER_ERROR, out.stderr
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     scored = [r for r in rows if not r["error"]]
@@ -70,10 +86,17 @@ def test_json_to_a_file_and_an_all_good_folder_exits_zero(
     clinic: Path,
     model: Path,  # noqa: F811
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     target = tmp_path / "scores.json"
     out = _cli(
-        str(clinic / "visit2" / "left_arm"), "--model", str(model), "--json", "--out", str(target)
+        capsys,
+        str(clinic / "visit2" / "left_arm"),
+        "--model",
+        str(model),
+        "--json",
+        "--out",
+        str(target),
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout == ""
@@ -85,7 +108,8 @@ def test_json_to_a_file_and_an_all_good_folder_exits_zero(
 def test_an_empty_folder_is_an_error_row_not_file_not_found(
     clinic: Path,
     model: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    out = _cli(str(clinic / "empty"), "--model", str(model))
+    out = _cli(capsys, str(clinic / "empty"), "--model", str(model))
     assert out.returncode == EXIT_USER_ERROR
     assert "folder holds no image" in out.stderr and "not found" not in out.stderr
