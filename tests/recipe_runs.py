@@ -38,7 +38,7 @@ TOY_OVERRIDES: dict[str, Any] = {
     "benchmark.warmup": 1,
     "benchmark.runs": 10,  # config minimum
     "benchmark.threads": [1],  # one thread count timed, not two (each is a full timing pass)
-    "quantize.calibration_size": 8,
+    "quantize.calibration_size": 2,  # images through the calibration graph (all its tensors)
     # One core each: the recipe jobs run beside each other and the rest of the suite on a 2-core
     # host, where two threads per process would only contend.
     "train.num_threads": 1,

@@ -21,7 +21,7 @@ from melanoma_kd.data.subsample import subsample_negatives, subsample_record
 from melanoma_kd.errors import UserError
 from tests.conftest import REPO_ROOT
 from tests.dvc_repo import make_repo, ran_stages, run
-from tests.recipe_data import MELANOMA_GROUPS, write_isic2024
+from tests.recipe_data import BENIGN_GROUPS, MELANOMA_GROUPS, write_isic2024
 from tests.test_split import make_manifest
 
 
@@ -142,6 +142,11 @@ def test_record_of_an_ingest_report() -> None:
 # --- ingest and split on the ISIC-2024-format fixture ------------------------------------------
 
 
+# A benign budget that keeps the melanoma patients' benign images and half of the benign-only
+# patients' (one image each): below the fixture's benign count, so subsampling drops images.
+BUDGET = MELANOMA_GROUPS + BENIGN_GROUPS // 2
+
+
 @pytest.fixture(scope="module")
 def isic(tmp_path_factory: pytest.TempPathFactory):
     return write_isic2024(tmp_path_factory.mktemp("isic") / "isic-2024-challenge")
@@ -167,7 +172,8 @@ def test_ingest_keeps_the_melanoma_patients_and_decodes_only_them(
     decoded = _decode_counter(monkeypatch)
     params = DataParams(source="isic2024", root=str(isic.root), max_negatives=MELANOMA_GROUPS)
     manifest, report = build_manifest(params)
-    assert (report["images"], report["positives"], report["negatives"]) == (24, 16, 8)
+    n = MELANOMA_GROUPS
+    assert (report["images"], report["positives"], report["negatives"]) == (3 * n, 2 * n, n)
     assert report["patients"] == MELANOMA_GROUPS
     assert sorted(decoded) == sorted(manifest["image_id"])
     assert report["subsample_images_before"] == len(isic.metadata)
@@ -175,11 +181,14 @@ def test_ingest_keeps_the_melanoma_patients_and_decodes_only_them(
 
 def test_ingest_subsample_of_the_fixture(isic) -> None:
     before, _ = build_manifest(DataParams(source="isic2024", root=str(isic.root)))
-    params = DataParams(source="isic2024", root=str(isic.root), max_negatives=20, subsample_seed=4)
+    params = DataParams(
+        source="isic2024", root=str(isic.root), max_negatives=BUDGET, subsample_seed=4
+    )
     manifest, report = build_manifest(params)
-    check_whole_patients(before, manifest, 20)
+    assert (before["label"] == 0).sum() > BUDGET  # something to drop
+    check_whole_patients(before, manifest, BUDGET)
     assert report["positives"] == 2 * MELANOMA_GROUPS
-    assert report["subsample_negatives_after"] == report["negatives"] <= 20
+    assert report["subsample_negatives_after"] == report["negatives"] <= BUDGET
     _, summary = split_manifest(manifest, SplitParams())  # every split gets both classes
     assert sum(summary[f"{s}_images"] for s in ("train", "val", "holdout")) == len(manifest)
 
@@ -197,7 +206,7 @@ def _stage(name: str) -> ModuleType:
     return module
 
 
-@pytest.mark.parametrize("budget", [None, 20])
+@pytest.mark.parametrize("budget", [None, BUDGET])
 def test_stages_carry_the_record_into_split_metadata(isic, tmp_path: Path, budget) -> None:
     params = tmp_path / "params.yaml"
     data = {"source": "isic2024", "root": str(isic.root), "max_negatives": budget}
@@ -221,6 +230,7 @@ def test_stages_carry_the_record_into_split_metadata(isic, tmp_path: Path, budge
         assert split["subsample_max_negatives"] == budget and split["subsample_seed"] == 0
         kept = sum(split[f"{s}_images"] for s in ("train", "val", "holdout"))
         assert kept == split["subsample_images_after"] == ingest["images"]
+        assert kept < split["subsample_images_before"]
 
 
 # --- the pipeline: dvc exp run on the ISIC-2024 fixture ----------------------------------------
@@ -236,7 +246,7 @@ def test_exp_run_isic2024_with_subsampling_runs_no_synthetic_generation(tmp_path
     data = write_isic2024(tmp_path / "isic-2024-challenge")
     plant_truth_trap(data.root)
     repo = make_repo(tmp_path / "repo")
-    budget = 20
+    budget = BUDGET
     out = run(
         repo, "dvc", "exp", "run",
         "-S", "data.source=isic2024", "-S", f"data.root={data.root}",
@@ -255,7 +265,7 @@ def test_exp_run_isic2024_with_subsampling_runs_no_synthetic_generation(tmp_path
     check_whole_patients(meta, meta[meta["image_id"].isin(manifest["image_id"])], budget)
     assert ingest["positives"] == 2 * MELANOMA_GROUPS
     assert ingest["negatives"] == ingest["subsample_negatives_after"] <= budget
-    assert ingest["subsample_images_before"] == len(meta)
+    assert ingest["subsample_images_before"] == len(meta) > ingest["images"]
     assert subsample_record(split) == subsample_record(ingest)
 
     import h5py
