@@ -22,7 +22,6 @@ from tests.tiny_pipeline import CHECKPOINT, FRESH_TARGET, FreshClone
 
 pytestmark = pytest.mark.pipeline
 
-DATA_STAGES = ["generate", "ingest", "split", "remove_hair", "cache"]
 SCRATCH_SUMMARY = "metrics/student/scratch/summary.json"
 
 
@@ -64,11 +63,12 @@ def _interrupt_training(repo: Path) -> None:
     proc.wait(timeout=60)
 
 
-def test_interrupted_stage_leaves_no_partial_output_and_forced_rerun_is_identical(
+def test_interrupted_stage_leaves_no_partial_output_and_its_rerun_is_identical(
     tiny_repo: Path,
 ) -> None:
-    """One rerun serves both checks: the forced rerun of the data stages and train_student is
-    also what brings the interrupted train_student back."""
+    """An interrupted train_student leaves nothing half-written, and its forced rerun (with the
+    image cache it trains on) brings back the same bytes. (The fresh-clone test reruns the
+    stages before the cache without dvc.lock and checks their bytes the same way.)"""
     ckpt = tiny_repo / CHECKPOINT
     before = ckpt.read_bytes()
     lock_before = (tiny_repo / "dvc.lock").read_text()
@@ -81,8 +81,8 @@ def test_interrupted_stage_leaves_no_partial_output_and_forced_rerun_is_identica
     # at the very end, atomically: so it is absent or the previous complete file, never partial.
     assert not ckpt.exists() or ckpt.read_bytes() == before
 
-    out = run(tiny_repo, "dvc", "repro", "-f", "-s", *DATA_STAGES, "train_student").stdout
-    assert set(DATA_STAGES) | {"train_student"} <= ran_stages(out)
+    out = run(tiny_repo, "dvc", "repro", "-f", "-s", "cache", "train_student").stdout
+    assert ran_stages(out) == {"cache", "train_student"}
     # dvc.lock records the md5 of every output: unchanged lock == byte-identical outputs.
     assert (tiny_repo / "dvc.lock").read_text() == lock_before
     assert (tiny_repo / SCRATCH_SUMMARY).read_text() == metrics_before
@@ -111,10 +111,10 @@ def test_experiments_run_show_and_queue(tiny_repo: Path, tiny_remote: Path, tmp_
     run(repo, "dvc", "queue", "start", "-j", "2")
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
+        time.sleep(10)  # each `dvc queue status` costs ~2 CPU s, taken from the workers
         status = run(repo, "dvc", "queue", "status").stdout
         if not any(word in status for word in ("Queued", "Running")):
             break
-        time.sleep(5)
     run(repo, "dvc", "queue", "stop", "--kill", check=False)
     assert "Failed" not in status, status
     assert status.count("Success") == 2, status
