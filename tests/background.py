@@ -3,19 +3,16 @@
 The slow part of the suite is a handful of whole-pipeline reproductions (the tiny profile, then
 its fresh clone; each published recipe at toy size). They are mostly single-threaded Python, so
 :class:`Background` runs them as jobs on a few worker threads (``MELANOMA_KD_TEST_JOBS``, default
-3: each of them starts at once) while the unit tests run in the main thread; a test then waits
-on the job's :class:`~concurrent.futures.Future` and checks what it built. ``conftest.py``
-submits only the jobs a selected test needs, in the order the tests will want them, and orders
-those tests last.
+2) while the unit tests run in the main thread; a test then waits on the job's
+:class:`~concurrent.futures.Future` and checks what it built. ``conftest.py`` submits only the
+jobs a selected test needs, in the order the tests will want them, and orders those tests last.
 
 Every command a job runs goes through :meth:`Runner.run`, in its own process group, so that
 :meth:`Background.close` (at the end of the session, or when it is interrupted) stops it and the
-stage scripts it started. A job may run at a lower CPU priority (``nice``): the suite is CPU-bound,
-so its wall time is set by how its longest chains end. The tiny pipeline heads one (its build,
-then the tests that read it) and the ISIC-2024 recipe is the longest single job, so both run at
-full priority; the shorter HAM10000 recipe fills the gaps. The process group stays in pytest's
-session, so the priority counts against the rest of the suite (Linux's autogroup scheduling
-shares the CPU equally between sessions).
+stage scripts it started. A job may run at a lower CPU priority (``nice``): the tiny pipeline
+heads the suite's longest chain (its build, then the tests that read it), the recipe runs can
+wait; the process group stays in pytest's session, so the priority counts against the rest of
+the suite (Linux's autogroup scheduling shares the CPU equally between sessions).
 """
 
 from __future__ import annotations
@@ -42,9 +39,8 @@ class Cancelled(Exception):
 
 
 def job_count() -> int:
-    """Worker threads: ``$MELANOMA_KD_TEST_JOBS``, else 3 (the tiny pipeline and the two recipes
-    start together; their priorities share the CPU)."""
-    raw = os.environ.get(JOBS_ENV, "3")
+    """Worker threads: ``$MELANOMA_KD_TEST_JOBS``, else 2 (one per core of the CI host)."""
+    raw = os.environ.get(JOBS_ENV, "2")
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError(f"{JOBS_ENV}={raw!r}: expected a whole number >= 1")
     return int(raw)

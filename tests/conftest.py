@@ -208,15 +208,15 @@ def recipe_runs(
 ) -> dict[str, Future[RecipeRun]]:
     """Each recipe a selected test marks, reproduced at toy size as a background job
     (``tests/recipe_runs.py``), in the order the tests come."""
-    from tests.recipe_runs import RECIPES, reproduce_recipe  # imports this module's writers
+    from tests.recipe_runs import reproduce_recipe  # imports this module's data-set writers
 
     runs: dict[str, Future[RecipeRun]] = {}
     for item in request.session.items:
         recipe = _recipe(item)
         if recipe is not None and recipe not in runs:
             root = tmp_path_factory.mktemp(recipe)
-            job = partial(reproduce_recipe, recipe, root)
-            runs[recipe] = background.submit(job, nice=RECIPES[recipe].nice)
+            # below the tiny pipeline's priority: more tests wait for it
+            runs[recipe] = background.submit(partial(reproduce_recipe, recipe, root), nice=5)
     return runs
 
 

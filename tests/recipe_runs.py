@@ -109,15 +109,12 @@ class Recipe:
 
     folder: str  # the data set's folder name, as the challenge ships it
     write: Callable[[Path], TinyDataset]
-    nice: int  # CPU priority of its background job (tests/background.py)
     archs: list[str] | None = None  # a subset of the recipe's teachers (None: all)
 
 
 RECIPES: dict[str, Recipe] = {
-    # ~400 CPU s, one thread: the suite's longest job, so it runs at full priority
-    "isic2024": Recipe("isic-2024-challenge", write_isic2024, nice=0),
-    # ~240 CPU s: below the tiny pipeline and ISIC-2024, on the CPU they leave
-    "ham10000": Recipe("HAM10000", write_ham10000, nice=5, archs=HAM_TEACHER_SUBSET),
+    "isic2024": Recipe("isic-2024-challenge", write_isic2024),
+    "ham10000": Recipe("HAM10000", write_ham10000, HAM_TEACHER_SUBSET),
 }
 
 
