@@ -220,10 +220,35 @@ def recipe_runs(
     return runs
 
 
+def _drop_earlier_sessions(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Delete earlier sessions' numbered temporary folders now, not at exit.
+
+    pytest deletes them when a session ends (``tmp_path_retention_count`` in pyproject.toml);
+    a host that kept a few from before that setting, or from failed sessions, would otherwise
+    hold them through this session too, which writes several GB. A folder whose lock is live (a
+    session still running) is left alone, exactly as pytest's own clean-up does.
+    """
+    from _pytest.pathlib import LOCK_TIMEOUT, cleanup_numbered_dir  # pytest is pinned
+
+    base = tmp_path_factory.getbasetemp()
+    if not base.name.startswith("pytest-") or not base.name[len("pytest-") :].isdigit():
+        return  # --basetemp given, or an xdist worker's folder: not a numbered session folder
+    cleanup_numbered_dir(
+        root=base.parent,
+        prefix="pytest-",
+        keep=1,
+        consider_lock_dead_if_created_before=base.stat().st_mtime - LOCK_TIMEOUT,
+    )
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _start_background_jobs(request: pytest.FixtureRequest) -> None:
+def _start_background_jobs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """Queue the jobs the selected tests need as the session starts (none in test-fast): the
-    tiny pipeline first (most tests wait for it), then the recipes."""
+    tiny pipeline first (most tests wait for it), then the recipes. Earlier sessions'
+    temporary folders go first."""
+    _drop_earlier_sessions(tmp_path_factory)
     items = request.session.items
     if any(_needs_tiny_pipeline(item) for item in items):
         request.getfixturevalue("tiny_pipeline")

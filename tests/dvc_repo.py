@@ -72,6 +72,11 @@ def make_repo(path: Path, params: Path = TINY) -> Path:
     run(path, "git", "config", "user.email", "tests@melanoma-kd.invalid")
     run(path, "dvc", "init", "-q")
     run(path, "dvc", "config", "core.check_update", "false")
+    # Workspace outputs are hard links to the cache, not copies (committed in .dvc/config, so
+    # clones inherit it): the test session's repos, clones and remote hold several GB of real-size
+    # checkpoints and ONNX models, and copies doubled it. Safe because DVC removes a stage's
+    # outputs before running it and every stage writes its outputs atomically (a new file).
+    run(path, "dvc", "config", "cache.type", "hardlink")
     run(path, "git", "add", "-A")
     run(path, "git", "commit", "-qm", "pipeline")
     return path
