@@ -129,7 +129,46 @@ def test_verify_on_the_committing_cpu_stays_bitwise(
     committed_repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     here = json.loads((committed_repo / V.PLATFORM_FILE).read_text())
-    monkeypatch.setattr(V, "platform_fingerprint", lambda: here)
+    monkeypatch.setattr(V, "result_platform", lambda: here)
     _write_json(committed_repo / V.HEADLINE_FILE, {**HEAD, "kd_roc_auc": 0.8799})  # tiny drift
     assert V.verify() == 1
     assert "differ from what the code produces" in capsys.readouterr().err
+
+
+def test_same_isa_flags_but_other_blas_kernels_is_another_cpu(
+    committed_repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A host whose ISA flags match the committing one but whose OpenBLAS picked other kernels
+    gets the numbers check, not the bitwise one."""
+    there = {**json.loads((committed_repo / V.PLATFORM_FILE).read_text()), "blas": ["a SkylakeX"]}
+    _write_json(committed_repo / V.PLATFORM_FILE, there)
+    subprocess.run(["git", "commit", "-qam", "blas"], cwd=committed_repo, check=True)
+    monkeypatch.setattr(V, "result_platform", lambda: {**there, "blas": ["a Haswell"]})
+    _write_json(committed_repo / V.HEADLINE_FILE, {**HEAD, "kd_roc_auc": 0.8799})  # tiny drift
+    assert V.verify() == 0
+    out = capsys.readouterr().out
+    assert "in blas;" in out and "passed on another CPU" in out
+    monkeypatch.setattr(V, "result_platform", lambda: there)  # the committing host: bitwise
+    assert V.verify() == 1
+
+
+def test_result_platform_names_the_blas_kernels_and_cpu() -> None:
+    here = V.result_platform()
+    assert here["blas"] and all("threads=" in b for b in here["blas"])
+    assert isinstance(here["cpu_id"], str)
+
+
+def test_every_comparison_in_a_file_is_checked() -> None:
+    """A file holding several comparisons (prefixed keys, like the transfer ablation's) has
+    each one's conclusion checked, and one missing on this CPU fails."""
+    ci = {"effect_roc_auc_delta_ci_lo": 0.01, "effect_roc_auc_delta_ci_hi": 0.05}
+    ci |= {"gain_without_pauc_delta_ci_lo": -0.02, "gain_without_pauc_delta_ci_hi": 0.01}
+    assert V.comparison_names(ci) == ["effect_roc_auc", "gain_without_pauc"]
+    seeds_ok = cross_cpu_failures(HEAD, HEAD, SEEDS, {"t.json": ci}, {"t.json": ci})
+    assert seeds_ok[0] == []
+    flipped = {**ci, "effect_roc_auc_delta_ci_lo": -0.01}
+    failures = cross_cpu_failures(HEAD, HEAD, SEEDS, {"t.json": ci}, {"t.json": flipped})[0]
+    assert failures == ["t.json: effect_roc_auc conclusion changed: + -> within noise"]
+    partial = {k: v for k, v in ci.items() if not k.startswith("gain_without")}
+    failures = cross_cpu_failures(HEAD, HEAD, SEEDS, {"t.json": ci}, {"t.json": partial})[0]
+    assert failures == ["t.json: comparison 'gain_without_pauc' committed but not produced here"]

@@ -207,11 +207,56 @@ def _report_stray(lock_text: str, stages: set[str]) -> bool:
     return bool(stray)
 
 
+def _cpu_id() -> str:
+    """``vendor family model stepping`` from /proc/cpuinfo ('' elsewhere): under virtualisation
+    the model name can be just "AMD EPYC" for CPU generations whose BLAS kernels differ."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    keys = ("vendor_id", "cpu family", "model", "stepping")
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip() and fields:
+            break  # the first processor's block
+        key, _, value = line.partition(":")
+        if key.strip() in keys:
+            fields.setdefault(key.strip(), value.strip())
+    return " ".join(fields.get(k, "?") for k in keys)
+
+
+def _blas() -> list[str]:
+    """The BLAS builds NumPy and SciPy loaded, each with the kernel set it picked for this CPU
+    and its thread count. OpenBLAS picks its kernels by CPU when it loads and
+    :mod:`melanoma_kd.cpu_kernels` does not cap it, so two hosts with the same ISA flags can sum
+    scikit-learn's baselines in different orders."""
+    import numpy  # noqa: F401  (loads its OpenBLAS)
+    import scipy.linalg  # noqa: F401  (loads SciPy's)
+    from threadpoolctl import threadpool_info
+
+    return sorted(
+        {
+            f"{i['internal_api']} {i.get('version')} {i.get('architecture')}"
+            f" threads={i['num_threads']}"
+            for i in threadpool_info()
+            if i["user_api"] == "blas"
+        }
+    )
+
+
+def result_platform() -> dict[str, object]:
+    """What decides whether CPU floating-point results can be bitwise equal:
+    :func:`~melanoma_kd.cpu_kernels.platform_fingerprint` (ISA flags, torch, pinned kernels) plus
+    the CPU's family/model and the BLAS kernels in use. The additions live here, not in
+    ``cpu_kernels`` (a code dependency of most stages, so editing it reruns them)."""
+    return {**platform_fingerprint(), "cpu_id": _cpu_id(), "blas": _blas()}
+
+
 def record_platform(path: Path = PLATFORM_FILE) -> None:
     """Write which CPU produced the results in the working tree (``make repro`` calls this)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(platform_fingerprint(), indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(result_platform(), indent=2, sort_keys=True) + "\n")
 
 
 def _committed_platform() -> dict[str, Any] | None:
@@ -239,6 +284,15 @@ def headline_tolerances(seeds: Mapping[str, Any]) -> dict[str, float]:
     except (KeyError, TypeError, ValueError):
         raise ValueError(f"{SEEDS_FILE}: needs scratch/kd roc_auc_sd and pauc_sd") from None
     return {m: TOLERANCE_SDS * v for m, v in sd.items()}
+
+
+CI_LO = "_delta_ci_lo"
+
+
+def comparison_names(comparison: Mapping[str, Any]) -> list[str]:
+    """The paired comparisons a file holds, by key prefix: ``roc_auc`` and ``pauc`` in a plain
+    comparison, ``effect_roc_auc``, ``gain_without_pauc``, ... in one that holds several."""
+    return sorted(k[: -len(CI_LO)] for k in comparison if k.endswith(CI_LO))
 
 
 def conclusion(comparison: Mapping[str, Any], metric: str) -> str:
@@ -288,10 +342,13 @@ def cross_cpu_failures(
         if new_c is None:
             failures.append(f"{path}: committed but not produced here")
             continue
-        for metric in ("roc_auc", "pauc"):
-            was, now = conclusion(old_c, metric), conclusion(new_c, metric)
+        for name in comparison_names(old_c):
+            if f"{name}{CI_LO}" not in new_c:
+                failures.append(f"{path}: comparison {name!r} committed but not produced here")
+                continue
+            was, now = conclusion(old_c, name), conclusion(new_c, name)
             if was != now:
-                failures.append(f"{path}: {metric} conclusion changed: {was} -> {now}")
+                failures.append(f"{path}: {name} conclusion changed: {was} -> {now}")
     return failures, notes
 
 
@@ -358,13 +415,14 @@ def verify() -> int:
     if not changed:
         print("make verify: dvc.lock and committed results match the code bit for bit")
         return 0
-    here, there = platform_fingerprint(), _committed_platform()
+    here, there = result_platform(), _committed_platform()
     if there is not None and there != here:
         print("make verify: not stale (code, params and stages match dvc.lock), but this CPU")
         cpu_here = f"{here['cpu_model']}, {', '.join(here['isa_flags'])}"
         cpu_there = f"{there['cpu_model']}, {', '.join(there['isa_flags'])}"
+        differs = sorted(k for k in here.keys() | there.keys() if here.get(k) != there.get(k))
         print(f"  ({cpu_here}) differs from the one that produced the committed results")
-        print(f"  ({cpu_there});")
+        print(f"  ({cpu_there}) in {', '.join(differs)};")
         print("  floating-point outputs drifted and cannot be compared bitwise across CPUs:")
         for path in changed:
             print(f"    {path}")
