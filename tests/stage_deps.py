@@ -1,27 +1,25 @@
 """Do the stages of dvc.yaml declare everything their command reads and writes?
 
-``dvc repro`` reruns a stage only when a declared dep changed, so a stage must depend on every
-module its script can import from the package, and on every path its command names. This module
-expands dvc.yaml with DVC's own resolver (foreach/matrix and ``${...}`` against a params file,
-without opening a DVC repo, so it takes no lock), computes each stage script's import closure
-inside ``src/melanoma_kd`` with :mod:`ast`, and reports:
+``dvc repro`` reruns a stage only when a declared dep changed. A stage's code is declared through
+``code/<script>.txt``, which the ``code_deps`` stage writes from the script's import closure
+inside ``src/melanoma_kd`` (:mod:`melanoma_kd.code_deps`); the ``code_deps`` stage itself depends
+on the package and stage folders. This module expands dvc.yaml with DVC's own resolver
+(foreach/matrix and ``${...}`` against a params file, without opening a DVC repo, so it takes no
+lock) and reports:
 
-- **missing deps**: a module of the closure (package ``__init__.py`` files included) that no
-  dep covers (the file itself or a folder above it);
-- **extra deps**: a package module listed in ``deps`` that the script never imports (it makes
-  the stage rerun for edits it does not see);
+- **missing deps**: a stage that does not depend on its script's code file (``code_deps``: a
+  module of its closure that no dep covers);
+- **extra deps**: a stage file or package module listed directly besides the code file (it
+  would make the stage rerun for edits it does not see, or duplicate the code file);
 - **undeclared cmd paths**: a path-like argument of ``cmd`` that is not a dep or out, not inside
   one, and not a folder holding declared ones.
 
 ``python -m tests.stage_deps [params file]`` prints the findings per stage (exit status 1 when
-there are any) and the number of (stage, source file) dependency pairs.
-``python -m tests.stage_deps --fix`` rewrites each stage's run of script/package deps in
-dvc.yaml to exactly its closure (the stage must list its script for the run to be found).
+there are any) and how many code entries the stages declare against the closures they cover.
 """
 
 from __future__ import annotations
 
-import ast
 import posixpath
 import re
 import shlex
@@ -30,15 +28,17 @@ import sys
 import tempfile
 import types
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path, PurePosixPath
 
 import yaml
+
+from melanoma_kd.code_deps import code_file, import_closure
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = "src"
 PACKAGE = "melanoma_kd"
 PARAMS_FILE = "params.yaml"
+CODE_DEPS_SCRIPT = "stages/code_deps.py"  # the stage that writes code/<script>.txt
 
 # Outputs a command writes on purpose without declaring them, with the reason.
 UNTRACKED_OUTPUTS: dict[str, dict[str, str]] = {
@@ -114,75 +114,6 @@ def load_stages(dvc_yaml: Path = REPO / "dvc.yaml", params: Path | None = None) 
     return {name: Stage.from_definition(name, d) for name, d in resolved["stages"].items()}
 
 
-# --- import closure --------------------------------------------------------------------------
-
-
-def module_file(module: str, src: Path) -> Path | None:
-    """The file that defines ``module`` under ``src`` (``a/b.py`` or ``a/b/__init__.py``)."""
-    base = src.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _with_parents(module: str) -> list[str]:
-    parts = module.split(".")
-    return [".".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def imported_modules(path: Path, module: str | None, src: Path, package: str) -> set[str]:
-    """Modules of ``package`` that ``path`` imports anywhere (any scope, any branch), parents
-    included. ``module`` is the file's own dotted name (``None`` for a script), used to resolve
-    relative imports; ``from a import b`` names ``a.b`` when that is a module, else ``a``."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    is_package = path.name == "__init__.py"
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                if module is None:
-                    raise ValueError(f"{path}: relative import outside a package")
-                parts = module.split(".")
-                keep = len(parts) - node.level + (1 if is_package else 0)
-                base = ".".join(parts[:keep] + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            names.add(base)
-            for alias in node.names:
-                if alias.name != "*" and module_file(f"{base}.{alias.name}", src):
-                    names.add(f"{base}.{alias.name}")
-    found: set[str] = set()
-    for name in names:
-        if name == package or name.startswith(package + "."):
-            found.update(m for m in _with_parents(name) if module_file(m, src))
-    return found
-
-
-def import_closure(script: Path, src: Path = REPO / SRC, package: str = PACKAGE) -> set[Path]:
-    """Files of ``package`` (under ``src``) that running ``script`` can import, recursively,
-    with the ``__init__.py`` of every package on the way."""
-    return set(_closure(script.resolve(), src.resolve(), package))
-
-
-@cache
-def _closure(script: Path, src: Path, package: str) -> frozenset[Path]:
-    seen: dict[str, Path] = {}
-    todo = sorted(imported_modules(script, None, src, package))
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        path = module_file(name, src)
-        if path is None:
-            continue
-        seen[name] = path
-        todo += sorted(imported_modules(path, name, src, package) - seen.keys())
-    return frozenset(seen.values())
-
-
 # --- the checks -------------------------------------------------------------------------------
 
 
@@ -209,19 +140,21 @@ def required_sources(stage: Stage, repo: Path = REPO) -> list[str]:
 
 
 def missing_deps(stage: Stage, repo: Path = REPO) -> list[str]:
-    """Sources the stage runs that none of its deps covers."""
-    return [
-        f for f in required_sources(stage, repo) if not any(_is_within(f, d) for d in stage.deps)
-    ]
+    """Code the stage runs that none of its deps covers: its script's code file, or for the
+    ``code_deps`` stage (which writes the code files) a module of its own closure."""
+    script = script_of(stage.cmd)
+    if script is None:
+        return []
+    needed = required_sources(stage, repo) if script == CODE_DEPS_SCRIPT else [code_file(script)]
+    return [f for f in needed if not any(_is_within(f, d) for d in stage.deps)]
 
 
 def extra_deps(stage: Stage, repo: Path = REPO) -> list[str]:
-    """Package modules in ``deps`` that the stage's script never imports."""
-    needed = set(required_sources(stage, repo))
-    package = f"{SRC}/{PACKAGE}"
-    return [
-        d for d in stage.deps if d.endswith(".py") and _is_within(d, package) and d not in needed
-    ]
+    """Stage scripts or package files a stage lists directly instead of through its code file."""
+    if script_of(stage.cmd) in (None, CODE_DEPS_SCRIPT):
+        return []
+    code = ("stages", f"{SRC}/{PACKAGE}")
+    return [d for d in stage.deps if any(_is_within(d, c) for c in code)]
 
 
 def cmd_paths(cmd: str) -> list[tuple[str | None, str]]:
@@ -252,6 +185,8 @@ def undeclared_cmd_paths(stage: Stage) -> list[str]:
             continue
         if path in allowed:
             continue
+        if path == script_of(stage.cmd) and code_file(path) in stage.deps:
+            continue  # the script is the first line of its code file
         inside = any(_is_within(path, d) for d in declared)
         holds = any(_is_within(d, path) for d in declared)
         if not (inside or holds):
@@ -280,52 +215,15 @@ def check(stages: dict[str, Stage], repo: Path = REPO) -> dict[str, Report]:
     return {name: r for name, r in reports.items() if r}
 
 
-def source_pairs(stages: dict[str, Stage]) -> int:
-    """Number of (stage, .py file) entries in the stages' deps."""
-    return sum(d.endswith(".py") for s in stages.values() for d in s.deps)
-
-
-_SOURCE_DEP = re.compile(r"^(\s*)- ((?:stages|src/" + PACKAGE + r")/\S+\.py)\s*$")
-
-
-def fixed_dvc_yaml(text: str, stages: dict[str, Stage], repo: Path = REPO) -> str:
-    """``text`` with every contiguous run of source deps replaced by the stage's closure.
-
-    A top-level stage (``foreach``/``matrix`` included) is matched to its expanded stages by
-    name; all expansions run the same script, so the first one's closure is used.
-    """
-    out: list[str] = []
-    stage: str | None = None
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        top = re.match(r"^  ([A-Za-z0-9_-]+):\s*$", line)
-        if top:
-            stage = top.group(1)
-        m = _SOURCE_DEP.match(line)
-        if not m or stage is None:
-            out.append(line)
-            i += 1
-            continue
-        while i < len(lines) and _SOURCE_DEP.match(lines[i]):
-            i += 1
-        expanded = [s for n, s in stages.items() if n == stage or n.startswith(stage + "@")]
-        if not expanded:
-            raise SystemExit(f"dvc.yaml: stage {stage!r} not found after expansion")
-        script = script_of(expanded[0].cmd)
-        files = sorted(required_sources(expanded[0], repo), key=lambda f: (f != script, f))
-        out.extend(f"{m.group(1)}- {f}" for f in files)
-    return "\n".join(out) + "\n"
+def code_entries(stages: dict[str, Stage]) -> int:
+    """Number of code entries (code files, scripts, modules, folders) the stages' deps hold."""
+    code = ("code", "stages", f"{SRC}/{PACKAGE}")
+    return sum(any(_is_within(d, c) for c in code) for s in stages.values() for d in s.deps)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Print what each stage lacks or over-declares; 1 when anything is found."""
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["--fix"]:
-        path = REPO / "dvc.yaml"
-        path.write_text(fixed_dvc_yaml(path.read_text(), load_stages(path)))
-        args = args[1:]
     params = Path(args[0]) if args else None
     stages = load_stages(REPO / "dvc.yaml", params)
     reports = check(stages)
@@ -340,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {label}: {item}")
     needed = sum(len(required_sources(s)) for s in stages.values())
     print(
-        f"{len(stages)} stages; {source_pairs(stages)} (stage, source file) dep pairs declared, "
-        f"{needed} needed; {len(reports)} stage(s) with findings"
+        f"{len(stages)} stages; {code_entries(stages)} code dep entries declared for "
+        f"{needed} (stage, source file) pairs; {len(reports)} stage(s) with findings"
     )
     return 1 if reports else 0
 

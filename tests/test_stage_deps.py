@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from melanoma_kd.code_deps import code_file, import_closure
 from tests.stage_deps import (
     REPO,
     Stage,
     check,
     cmd_paths,
     extra_deps,
-    fixed_dvc_yaml,
-    import_closure,
     load_stages,
     main,
     missing_deps,
@@ -73,32 +72,36 @@ def test_foreach_and_matrix_are_expanded(stages: dict[str, Stage]) -> None:
     assert all("${" not in s.cmd and not any("${" in p for p in s.deps) for s in stages.values())
 
 
-def test_deps_name_files_not_the_package(stages: dict[str, Stage]) -> None:
-    # A folder dep would rerun a stage for every edit inside it (report.py reruns training).
+def test_code_is_declared_through_one_code_file_per_stage(stages: dict[str, Stage]) -> None:
+    # A folder dep would rerun a stage for every edit inside it (report.py reruns training):
+    # only code_deps, which writes the code files, depends on the package as a whole.
     for name, stage in stages.items():
-        folders = [d for d in stage.deps if d.startswith("src") and not d.endswith(".py")]
-        assert not folders, f"{name}: {folders}"
+        listed = [d for d in stage.deps if d.split("/")[0] in ("code", "stages", "src")]
+        if name == "code_deps":
+            assert listed == ["stages", "src/melanoma_kd"]
+        else:
+            assert listed == [code_file(script_of(stage.cmd))], name
 
 
-def test_planted_missing_module_dep_is_reported(stages: dict[str, Stage]) -> None:
+def test_planted_missing_code_dep_is_reported(stages: dict[str, Stage]) -> None:
     stage = stages["train_student"]
-    for dropped in ("src/melanoma_kd/metrics.py", "src/melanoma_kd/data/__init__.py"):
-        assert dropped in stage.deps
-        planted = dataclasses.replace(stage, deps=[d for d in stage.deps if d != dropped])
-        assert missing_deps(planted) == [dropped]
-    script = "stages/train_student.py"
-    planted = dataclasses.replace(stage, deps=[d for d in stage.deps if d != script])
-    assert missing_deps(planted) == [script]
-    # a folder above a module covers it
-    folder = [d for d in stage.deps if not d.startswith("src/")] + ["src/melanoma_kd"]
-    assert missing_deps(dataclasses.replace(stage, deps=folder)) == []
+    planted = dataclasses.replace(stage, deps=[d for d in stage.deps if not d.startswith("code/")])
+    assert missing_deps(planted) == ["code/train_student.txt"]
+    # the code_deps stage must cover its own closure
+    writer = stages["code_deps"]
+    assert missing_deps(writer) == []
+    missing = missing_deps(dataclasses.replace(writer, deps=["stages"]))
+    assert "src/melanoma_kd/code_deps.py" in missing and "src/melanoma_kd/io.py" in missing
+    assert all(m.startswith("src/melanoma_kd/") for m in missing)
 
 
-def test_planted_extra_module_dep_is_reported(stages: dict[str, Stage]) -> None:
+def test_planted_extra_code_dep_is_reported(stages: dict[str, Stage]) -> None:
     stage = stages["train_student"]
     assert "src/melanoma_kd/report.py" not in required_sources(stage)
-    planted = dataclasses.replace(stage, deps=[*stage.deps, "src/melanoma_kd/report.py"])
-    assert extra_deps(planted) == ["src/melanoma_kd/report.py"]
+    listed = ["src/melanoma_kd/report.py", "stages/train_student.py", "src/melanoma_kd"]
+    planted = dataclasses.replace(stage, deps=[*stage.deps, *listed])
+    assert extra_deps(planted) == listed
+    assert extra_deps(stage) == []
 
 
 def test_planted_cmd_path_is_reported(stages: dict[str, Stage]) -> None:
@@ -170,20 +173,3 @@ def test_cli_prints_a_clean_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 0
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].endswith("0 stage(s) with findings")
-
-
-def test_fix_restores_a_removed_dep_and_drops_an_extra_one(stages: dict[str, Stage]) -> None:
-    """``--fix`` rewrites a stage's source deps to its closure and leaves everything else."""
-    text = (REPO / "dvc.yaml").read_text()
-    assert fixed_dvc_yaml(text, stages) == text  # the committed file is already exact
-    dep = "      - src/melanoma_kd/metrics.py\n"
-    start = text.index("  train_student:\n")
-    end = text.index("    params:", start)
-    assert dep in text[start:end]
-    broken = text[:start] + text[start:end].replace(dep, "") + text[end:]
-    extra = "      - src/melanoma_kd/report.py\n"
-    broken = broken.replace(
-        "      - stages/train_student.py\n", "      - stages/train_student.py\n" + extra, 1
-    )
-    assert broken != text
-    assert fixed_dvc_yaml(broken, stages) == text

@@ -57,8 +57,10 @@ def test_parts_sum_runs_and_seconds() -> None:
     assert parts["data"]["runs"] == 1  # a stage not listed is charged to data
 
 
-# The stages that only prepare data: the scripts charged to "data" by not being listed.
+# The stages that only prepare data (and code_deps, which fingerprints the code they all run):
+# the scripts charged to "data" by not being listed.
 DATA_SCRIPTS = {
+    "code_deps",
     "generate",
     "ingest",
     "split",

@@ -1,7 +1,9 @@
 """Editing a module marks exactly the stages that run it as stale, through the real ``dvc status``.
 
-The expected sets come from the import closures of the stage scripts (:mod:`tests.stage_deps`),
-not from a hand-written list, and are checked against DVC in the reproduced tiny pipeline.
+An edit first makes only ``code_deps`` stale (it depends on the whole package); once it has
+rewritten the code files, exactly the stages whose script imports the module are. The expected
+sets come from the import closures of the stage scripts (:mod:`tests.stage_deps`), not from a
+hand-written list, and are checked against DVC in the reproduced tiny pipeline.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dvc_repo import TINY, changed_stages
+from tests.dvc_repo import TINY, changed_stages, ran_stages, run
 from tests.stage_deps import load_stages, required_sources
 
 pytestmark = pytest.mark.pipeline
@@ -41,7 +43,11 @@ def test_an_edited_module_makes_exactly_its_stages_stale(
     assert changed_stages(tiny_repo) == set()
     try:
         path.write_bytes(original + b"\n# an edit\n")
+        assert changed_stages(tiny_repo) == {"code_deps"}
+        out = run(tiny_repo, "dvc", "repro", "--single-item", "code_deps").stdout
+        assert ran_stages(out) == {"code_deps"}
         assert changed_stages(tiny_repo) == runs
     finally:
         path.write_bytes(original)
+        run(tiny_repo, "dvc", "repro", "--single-item", "code_deps")
     assert changed_stages(tiny_repo) == set()

@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 # stage script -> part of the pipeline it is charged to; a script not listed is charged to "data"
-# (generate, ingest, split, remove_hair, synth_positives, perceptual_filter, cache)
+# (code_deps, generate, ingest, split, remove_hair, synth_positives, perceptual_filter, cache)
 PARTS: dict[str, str] = {
     "train_teacher": "teachers",
     "select_teacher": "teachers",

@@ -6,10 +6,10 @@ stray file may sit in a folder that a stage depends on (it would make that folde
 ``dvc.lock`` unreproducible from a fresh clone). Then two checks, both against ``HEAD``:
 
 1. **Not stale** (always, machine-independent): every stage's command, params and the hashes of
-   its git-tracked inputs (code, ``params.yaml``) in the new ``dvc.lock`` equal the committed
-   ones, and no stage appeared or vanished. A commit that changed code or params without
-   rerunning the pipeline fails here.
-2. **Bitwise** (the whole lock, every git-tracked file under ``metrics/``, ``plots/``,
+   its git-tracked inputs (the code folders ``code_deps`` reads, ``params.yaml``) in the new
+   ``dvc.lock`` equal the committed ones, and no stage appeared or vanished. A commit that
+   changed code or params without rerunning the pipeline fails here.
+2. **Bitwise** (the whole lock, every git-tracked file under ``code/``, ``metrics/``, ``plots/``,
    ``reports/``, and README.md with its generated results block): must be identical. CPU
    floating-point kernels differ between instruction sets
    (:mod:`melanoma_kd.cpu_kernels` pins them to AVX2 to make this rare). On the same CPU any
@@ -42,7 +42,7 @@ from melanoma_kd.catalog import EvaluationFiles
 from melanoma_kd.cpu_kernels import platform_fingerprint
 from melanoma_kd.io import atomic_path
 
-RESULT_DIRS = ("metrics", "plots", "reports", "README.md")
+RESULT_DIRS = ("code", "metrics", "plots", "reports", "README.md")
 PLATFORM_FILE = Path("reports/platform.json")
 HEADLINE_FILE = "metrics/headline.json"
 _EVALUATION = EvaluationFiles()  # the layout dvc.yaml's evaluate stage writes
