@@ -72,6 +72,24 @@ def test_changed_code_marks_the_stage_stale() -> None:
     assert stale_stages(_lock(), _lock(train__deps__1__md5="t2")) == ["train"]
 
 
+def test_a_changed_code_file_is_staleness_though_a_stage_writes_it() -> None:
+    # code_deps writes code/<script>.txt from the git-tracked code: a stage whose code file
+    # changed ran other code, on any CPU, unlike a stage whose data input drifted
+    def lock(code_md5: str, folder_md5: str = "src1.dir", splits_md5: str = "bbb") -> str:
+        stages = yaml.safe_load(_lock(train__deps__0__md5=splits_md5))["stages"]
+        stages["code_deps"] = {
+            "cmd": "python stages/code_deps.py",
+            "deps": [{"path": "src/melanoma_kd", "hash": "md5", "md5": folder_md5}],
+            "outs": [{"path": "code", "hash": "md5", "md5": "c.dir"}],
+        }
+        stages["train"]["deps"][1] = {"path": "code/train.txt", "hash": "md5", "md5": code_md5}
+        return yaml.safe_dump({"schema": "2.0", "stages": stages})
+
+    assert stale_stages(lock("t1"), lock("t1", splits_md5="drift")) == []
+    assert stale_stages(lock("t1"), lock("t2")) == ["train"]
+    assert stale_stages(lock("t1"), lock("t2", folder_md5="src2.dir")) == ["code_deps", "train"]
+
+
 def test_changed_params_and_new_stages_are_stale() -> None:
     lock = yaml.safe_load(_lock())
     lock["stages"]["split"]["params"]["params.yaml"]["split.seed"] = 1

@@ -6,9 +6,9 @@ stray file may sit in a folder that a stage depends on (it would make that folde
 ``dvc.lock`` unreproducible from a fresh clone). Then two checks, both against ``HEAD``:
 
 1. **Not stale** (always, machine-independent): every stage's command, params and the hashes of
-   its git-tracked inputs (the code folders ``code_deps`` reads, ``params.yaml``) in the new
-   ``dvc.lock`` equal the committed ones, and no stage appeared or vanished. A commit that
-   changed code or params without rerunning the pipeline fails here.
+   its inputs (``params.yaml``, its ``code/<script>.txt``, the code folders ``code_deps`` reads)
+   in the new ``dvc.lock`` equal the committed ones, and no stage appeared or vanished. A
+   commit that changed code or params without rerunning the pipeline fails here.
 2. **Bitwise** (the whole lock, every git-tracked file under ``code/``, ``metrics/``, ``plots/``,
    ``reports/``, and README.md with its generated results block): must be identical. CPU
    floating-point kernels differ between instruction sets
@@ -42,7 +42,8 @@ from melanoma_kd.catalog import EvaluationFiles
 from melanoma_kd.cpu_kernels import platform_fingerprint
 from melanoma_kd.io import atomic_path
 
-RESULT_DIRS = ("code", "metrics", "plots", "reports", "README.md")
+CODE_DIR = "code"  # code/<script>.txt: what each stage runs (melanoma_kd.code_deps)
+RESULT_DIRS = (CODE_DIR, "metrics", "plots", "reports", "README.md")
 PLATFORM_FILE = Path("reports/platform.json")
 HEADLINE_FILE = "metrics/headline.json"
 _EVALUATION = EvaluationFiles()  # the layout dvc.yaml's evaluate stage writes
@@ -78,13 +79,21 @@ def _overlaps(path: str, produced: set[str]) -> bool:
     )
 
 
+def _is_code_file(path: str) -> bool:
+    """A ``code/<script>.txt`` file: written by the code_deps stage, but a pure function of the
+    git-tracked code (hashes of source files), so a stage's code file counts as its input."""
+    return path.startswith(CODE_DIR + "/")
+
+
 def _inputs(entry: dict[str, Any], produced: set[str]) -> dict[str, Any]:
     """What a stage was asked to do: its command, params and the git-tracked input files that
-    no stage writes (code, params). A folder dependency that holds stage outputs (``metrics/
-    teachers`` holds each teacher's run) is an output for this purpose: its hash follows the
-    results, which the bitwise check compares."""
+    no stage writes (params, the code folders), plus its code file. A folder dependency that
+    holds stage outputs (``metrics/teachers`` holds each teacher's run) is an output for this
+    purpose: its hash follows the results, which the bitwise check compares."""
     deps = {
-        d["path"]: d.get("md5") for d in entry.get("deps", []) if not _overlaps(d["path"], produced)
+        d["path"]: d.get("md5")
+        for d in entry.get("deps", [])
+        if not _overlaps(d["path"], produced) or _is_code_file(d["path"])
     }
     return {"cmd": entry.get("cmd"), "params": entry.get("params"), "deps": deps}
 
