@@ -40,29 +40,42 @@ def _with_parents(module: str) -> list[str]:
     return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
+@cache
+def _import_statements(text: str, filename: str) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
+    """``(level, module, names)`` for every import statement of a source text, in any scope:
+    ``import a.b`` is ``(0, "", ("a.b",))``, ``from ..a import b`` is ``(2, "a", ("b",))``.
+    Cached by text: the scripts' closures share most modules."""
+    found = []
+    for node in ast.walk(ast.parse(text, filename=filename)):
+        if isinstance(node, ast.Import):
+            found.append((0, "", tuple(alias.name for alias in node.names)))
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.level, node.module or "", tuple(a.name for a in node.names)))
+    return tuple(found)
+
+
 def imported_modules(path: Path, module: str | None, src: Path, package: str) -> set[str]:
     """Modules of ``package`` that ``path`` imports anywhere (any scope, any branch), parents
     included. ``module`` is the file's own dotted name (``None`` for a script), used to resolve
     relative imports; ``from a import b`` names ``a.b`` when that is a module, else ``a``."""
-    tree = ast.parse(path.read_text(), filename=str(path))
     is_package = path.name == "__init__.py"
     names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                if module is None:
-                    raise ValueError(f"{path}: relative import outside a package")
-                parts = module.split(".")
-                keep = len(parts) - node.level + (1 if is_package else 0)
-                base = ".".join(parts[:keep] + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            names.add(base)
-            for alias in node.names:
-                if alias.name != "*" and module_file(f"{base}.{alias.name}", src):
-                    names.add(f"{base}.{alias.name}")
+    for level, source, aliases in _import_statements(path.read_text(), str(path)):
+        if not level and not source:  # import a, b.c
+            names.update(aliases)
+            continue
+        if level:
+            if module is None:
+                raise ValueError(f"{path}: relative import outside a package")
+            parts = module.split(".")
+            keep = len(parts) - level + (1 if is_package else 0)
+            base = ".".join(parts[:keep] + ([source] if source else []))
+        else:
+            base = source
+        names.add(base)
+        for alias in aliases:
+            if alias != "*" and module_file(f"{base}.{alias}", src):
+                names.add(f"{base}.{alias}")
     found: set[str] = set()
     for name in names:
         if name == package or name.startswith(package + "."):
