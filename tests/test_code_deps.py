@@ -84,3 +84,13 @@ def test_a_failed_write_leaves_the_previous_code_files(tmp_path: Path) -> None:
         _write(root)
     assert {p.name: p.read_text() for p in sorted((root / "code").iterdir())} == before
     assert not [p for p in root.iterdir() if p.name.startswith(".code.")]  # no temporary left
+
+
+def test_an_added_import_enters_the_closure_within_one_process(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    script, src = root / "stages" / "select_teacher.py", root / "src"
+    report = (src / "melanoma_kd" / "report.py").resolve()
+    assert report not in import_closure(script, src)
+    script.write_text(script.read_text() + "\nfrom melanoma_kd import report  # noqa\n")
+    assert report in import_closure(script, src)
+    assert "src/melanoma_kd/report.py" in fingerprint(script, src, root)

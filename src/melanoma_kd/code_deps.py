@@ -85,14 +85,11 @@ def imported_modules(path: Path, module: str | None, src: Path, package: str) ->
 
 def import_closure(script: Path, src: Path = SRC, package: str = PACKAGE) -> set[Path]:
     """Files of ``package`` (under ``src``) that running ``script`` can import, recursively,
-    with the ``__init__.py`` of every package on the way."""
-    return set(_closure(script.resolve(), src.resolve(), package))
-
-
-@cache
-def _closure(script: Path, src: Path, package: str) -> frozenset[Path]:
+    with the ``__init__.py`` of every package on the way. Read afresh on every call (only the
+    parsing of an unchanged text is cached), so an edit that adds an import counts at once."""
+    src = src.resolve()
     seen: dict[str, Path] = {}
-    todo = sorted(imported_modules(script, None, src, package))
+    todo = sorted(imported_modules(script.resolve(), None, src, package))
     while todo:
         name = todo.pop()
         if name in seen:
@@ -102,7 +99,7 @@ def _closure(script: Path, src: Path, package: str) -> frozenset[Path]:
             continue
         seen[name] = path
         todo += sorted(imported_modules(path, name, src, package) - seen.keys())
-    return frozenset(seen.values())
+    return set(seen.values())
 
 
 def code_file(script: str | PurePosixPath, out_dir: str = "code") -> str:
