@@ -22,7 +22,7 @@ from melanoma_kd.deploy import export, onnx_model, quantize, tables
 from melanoma_kd.errors import UserError
 from melanoma_kd.inference import score_checkpoint
 from melanoma_kd.io import write_json
-from melanoma_kd.models.build import NUM_CLASSES, save_checkpoint
+from melanoma_kd.models.build import NUM_CLASSES, load_checkpoint, save_checkpoint
 from melanoma_kd.selection import operating_thresholds
 from tests.conftest import REPO_ROOT
 from tests.test_bad_input import assert_one_line_error, stage
@@ -535,6 +535,74 @@ def test_teacher_int8_has_the_student_settings_and_its_own_thresholds(
     )
     deploy = onnx_model.read_metadata(tmp_path / "teacher_best_48_int8.onnx")
     assert deploy["image_size"] == 48 and deploy["latency_only"] and "threshold" not in deploy
+
+
+def test_a_deploy_copy_at_the_trained_size_is_exported_and_quantized_once(
+    workspace: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A latency copy at the trained size (the recipes' 224 px models) is the native graph
+    with the latency metadata: one ONNX export and one static quantization, and the files are
+    byte for byte what a separate export and quantization of the copy write."""
+    exports, quantizations = [], []
+    real_export, real_quantize = export.export_onnx, quantize.quantize_static
+    monkeypatch.setattr(
+        export, "export_onnx", lambda *a, **k: exports.append(1) or real_export(*a, **k)
+    )
+    monkeypatch.setattr(
+        quantize,
+        "quantize_static",
+        lambda *a, **k: quantizations.append(1) or real_quantize(*a, **k),
+    )
+    fp32, deploy = tmp_path / "t.onnx", tmp_path / f"t_{SIZE}.onnx"
+    report = export.export_checkpoint(
+        workspace["ckpt"],
+        fp32,
+        workspace["val"],
+        name="teacher_best",
+        opset=17,
+        atol=1e-4,
+        metadata={"threshold": 0.5, "preprocess": {"hair_removal": False}},
+        deploy_out=deploy,
+        deploy_size=SIZE,
+    )
+    int8, deploy_int8 = tmp_path / "t_int8.onnx", tmp_path / f"t_{SIZE}_int8.onnx"
+    quantize.quantize_model(
+        fp32,
+        int8,
+        workspace["train"],
+        workspace["val"],
+        **QUANTIZE,
+        sens_target=0.95,
+        deploy_fp32=deploy,
+        deploy_out=deploy_int8,
+    )
+    assert (len(exports), len(quantizations)) == (1, 1)
+    meta = onnx_model.read_metadata(deploy)
+    assert meta["latency_only"] and meta["trained_image_size"] == meta["image_size"] == SIZE
+    assert "threshold" not in meta and "preprocess" not in meta
+    assert report["deploy"]["max_abs_prob_diff"] == report["native"]["max_abs_prob_diff"]
+    assert report["deploy"]["size_mb"] == onnx_model.file_mb(deploy)
+
+    # what the separate export and quantization of the copy write
+    model, ckpt_meta = load_checkpoint(workspace["ckpt"])
+    again = tmp_path / "again.onnx"
+    real_export(
+        model,
+        ckpt_meta,
+        again,
+        export.first_batch(workspace["val"]),
+        opset=17,
+        atol=1e-4,
+        image_size=SIZE,
+        metadata=meta,
+    )
+    assert again.read_bytes() == deploy.read_bytes()
+    again_int8 = tmp_path / "again_int8.onnx"
+    quantize.quantize_static_qdq(
+        deploy, again_int8, workspace["train"], **QUANTIZE, reduce_range=True
+    )
+    assert len(quantizations) == 2  # that one ran ONNX Runtime
+    assert again_int8.read_bytes() == deploy_int8.read_bytes()
 
 
 def test_pre_process_falls_back_when_symbolic_shape_inference_gives_up(

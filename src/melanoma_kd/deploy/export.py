@@ -111,6 +111,35 @@ def _c_stdout_silenced() -> Iterator[None]:
         os.close(saved)
 
 
+def onnx_props(
+    model: nn.Module,
+    meta: dict[str, Any],
+    size: int,
+    opset: int,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``metadata_props`` of an exported file: what the model is and takes, and
+    ``metadata``."""
+    return {
+        "arch": meta["arch"],
+        "image_size": size,
+        "mean": list(meta["mean"]),
+        "std": list(meta["std"]),
+        "num_params": count_params(model),
+        "opset": opset,
+        **(metadata or {}),
+    }
+
+
+def relabelled_copy(src: str | Path, out: str | Path, props: dict[str, Any]) -> None:
+    """Write ``src``'s model to ``out`` (atomically) with ``props`` as all its metadata."""
+    proto = onnx.load(str(src))
+    del proto.metadata_props[:]
+    set_metadata(proto, props)
+    with atomic_path(out) as tmp:
+        onnx.save(proto, str(tmp))
+
+
 @torch.inference_mode()
 def export_onnx(
     model: nn.Module,
@@ -142,15 +171,7 @@ def export_onnx(
     x = model_input(check_images, size, mean, std).contiguous()
     ref_logits = model(x).float().numpy()
     ref = softmax_pos(ref_logits)
-    props = {
-        "arch": meta["arch"],
-        "image_size": size,
-        "mean": list(mean),
-        "std": list(std),
-        "num_params": count_params(model),
-        "opset": opset,
-        **(metadata or {}),
-    }
+    props = onnx_props(model, meta, size, opset, metadata)
     out = Path(out)
     with atomic_path(out) as tmp:
         try:
@@ -224,8 +245,9 @@ def export_checkpoint(
     fixed input size that rejects ``deploy_size`` (SwinV2 ``window8_256``, ViT ``patch16_224``)
     gets its latency copy at its trained size instead (see :func:`deploy_input_size`); that
     copy's metadata then carries ``requested_image_size`` and ``input_size_note``, and its
-    ``image_size`` is the size used. A model that rejects even its trained size is a
-    :class:`UserError` naming it.
+    ``image_size`` is the size used. A latency copy at the trained size is the native file with
+    the latency metadata (the same graph; it is not exported twice). A model that rejects even its
+    trained size is a :class:`UserError` naming it.
     """
     model, meta = load_checkpoint(checkpoint)
     arch, trained = str(meta["arch"]), int(meta["image_size"])
@@ -263,17 +285,23 @@ def export_checkpoint(
         size, note = deploy_input_size(model, arch, trained, deploy_size)
         if note is not None:
             latency_meta |= {"requested_image_size": deploy_size, "input_size_note": note}
-        report["deploy"] = export_onnx(
-            model,
-            meta,
-            deploy_out,
-            images,
-            opset=opset,
-            atol=atol,
-            image_size=size,
-            metadata=latency_meta,
-            calibration=calibration,
-        )
+        if size == trained:
+            # The same network at the same size: the exporter would write the native graph
+            # again (and fold the same calibration into it); only the metadata differs.
+            relabelled_copy(out, deploy_out, onnx_props(model, meta, size, opset, latency_meta))
+            report["deploy"] = report["native"] | {"size_mb": file_mb(deploy_out)}
+        else:
+            report["deploy"] = export_onnx(
+                model,
+                meta,
+                deploy_out,
+                images,
+                opset=opset,
+                atol=atol,
+                image_size=size,
+                metadata=latency_meta,
+                calibration=calibration,
+            )
     return report
 
 

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,25 +133,62 @@ def _pre_process(fp32: str | Path, pre: Path) -> dict[str, Any]:
     return {}
 
 
+@dataclass(frozen=True)
+class Quantized:
+    """A quantization's input and output models without the input file's own metadata (what
+    ONNX Runtime adds stays), and the notes :func:`_pre_process` made: the same input graph
+    quantized with the same options gives this output again."""
+
+    source: onnx.ModelProto
+    int8: onnx.ModelProto
+    notes: dict[str, Any]
+
+
+def _without_own_metadata(model: onnx.ModelProto, own: set[str]) -> onnx.ModelProto:
+    """A copy of ``model`` without the ``metadata_props`` keys in ``own``."""
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in own]
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    del copy.metadata_props[:]
+    for key, value in kept:
+        copy.metadata_props.add(key=key, value=value)
+    return copy
+
+
 def _quantize_file(
     fp32: str | Path,
     out: str | Path,
     quantize: Callable[..., None],
     options: dict[str, Any],
     metadata: dict[str, Any],
-) -> None:
+    like: Quantized | None = None,
+) -> Quantized:
     """``quant_pre_process`` ``fp32``, run ``quantize(pre, int8, **options)`` (ONNX Runtime's
     ``quantize_static`` or ``quantize_dynamic``) and write the result to ``out`` atomically, with
-    ``metadata`` as its ``metadata_props``."""
-    with _scratch_dir() as scratch, atomic_path(out) as tmp:
-        pre, int8 = scratch / "pre.onnx", scratch / "int8.onnx"
-        metadata = {**metadata, **_pre_process(fp32, pre)}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize(str(pre), str(int8), **options)
-        model = onnx.load(str(int8))
-        set_metadata(model, metadata)
+    ``metadata`` as its ``metadata_props``.
+
+    ``like`` is an earlier result with the same options: when its source graph is ``fp32``'s
+    (metadata aside: a deploy-size copy at the trained size), its output is reused instead.
+    """
+    source = onnx.load(str(fp32))
+    own = {p.key for p in source.metadata_props}
+    source = _without_own_metadata(source, own)
+    if like is not None and like.source == source:
+        result = Quantized(source, like.int8, like.notes)
+    else:
+        with _scratch_dir() as scratch:
+            pre, int8 = scratch / "pre.onnx", scratch / "int8.onnx"
+            notes = _pre_process(fp32, pre)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize(str(pre), str(int8), **options)
+            # ONNX Runtime copies the input's metadata; ``metadata`` holds all of it (re-encoded)
+            result = Quantized(source, _without_own_metadata(onnx.load(str(int8)), own), notes)
+    model = _without_own_metadata(result.int8, set())
+    set_metadata(model, {**metadata, **result.notes})
+    with atomic_path(out) as tmp:
         onnx.save(model, str(tmp))
+    return result
 
 
 def quantize_static_qdq(
@@ -164,8 +202,11 @@ def quantize_static_qdq(
     seed: int,
     reduce_range: bool = True,
     activation_type: str = ACTIVATION_TYPE,
-) -> dict[str, Any]:
-    """``quant_pre_process`` then static QDQ INT8 with a seeded calibration set from train.
+    like: Quantized | None = None,
+) -> tuple[dict[str, Any], Quantized]:
+    """``quant_pre_process`` then static QDQ INT8 with a seeded calibration set from train;
+    returns the settings and the :class:`Quantized` (pass it as ``like`` to reuse its output for
+    the same graph with the same settings).
 
     Metadata of ``fp32`` is carried over, plus the quantization settings. The folded
     probability calibration (:data:`CALIBRATION_NODES`) stays in float: the INT8 model keeps
@@ -201,8 +242,7 @@ def quantize_static_qdq(
         "calibrate_method": CalibrationMethod[method],
         "nodes_to_exclude": list(CALIBRATION_NODES),
     }
-    _quantize_file(fp32, out, quantize_static, options, {**meta, **settings})
-    return settings
+    return settings, _quantize_file(fp32, out, quantize_static, options, {**meta, **settings}, like)
 
 
 def quantize_dynamic_int8(
@@ -268,7 +308,8 @@ def quantize_model(
     """The quantize stages: static QDQ INT8 (deployed) of an exported model, the same settings
     for the KD student (``quantize``) and the best teacher (``quantize_teacher``); with
     ``out_dynamic`` also a dynamic INT8 model (comparison only); with ``deploy_fp32`` /
-    ``deploy_out`` the latency-only deploy-size copy too.
+    ``deploy_out`` the latency-only deploy-size copy too (the static model's graph again when
+    the copy is at the trained size: the same graph is not quantized twice).
 
     Each scored INT8 model gets its own validation-chosen thresholds in its metadata (its scores
     differ slightly from fp32). Returns the flat metrics dict (``metrics/quantize*.json``).
@@ -282,7 +323,7 @@ def quantize_model(
         seed=seed,
         reduce_range=reduce_range,
     )
-    settings = static(fp32, out_static)
+    settings, native = static(fp32, out_static)
     scored_models = {"int8": out_static}
     if out_dynamic is not None:
         quantize_dynamic_int8(fp32, out_dynamic, per_channel=per_channel, reduce_range=reduce_range)
@@ -314,6 +355,6 @@ def quantize_model(
         for key, value in compare_scores(val_fp32, scored, sens_target).items():
             report[f"{tag}_{key}"] = value
     if deploy_fp32 is not None and deploy_out is not None:
-        static(deploy_fp32, deploy_out)
+        static(deploy_fp32, deploy_out, like=native)
         report["deploy_int8_size_mb"] = file_mb(deploy_out)
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in report.items()}
