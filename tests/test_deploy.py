@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -196,9 +197,11 @@ def test_export_parity_metadata_and_dynamic_batch(workspace: dict) -> None:
     assert np.abs(onnx_scores["score"] - torch_scores["score"]).max() <= 1e-4
 
 
-def test_export_deploy_size_copy(workspace: dict, tmp_path: Path) -> None:
-    out, deploy_out = tmp_path / "m.onnx", tmp_path / "m_64.onnx"
-    report = export.export_checkpoint(
+def export_with_deploy_copy(
+    workspace: dict, out: Path, deploy_out: Path, deploy_size: int
+) -> dict[str, Any]:
+    """``export_checkpoint`` of the workspace model with a latency copy at ``deploy_size``."""
+    return export.export_checkpoint(
         workspace["ckpt"],
         out,
         workspace["val"],
@@ -207,8 +210,13 @@ def test_export_deploy_size_copy(workspace: dict, tmp_path: Path) -> None:
         atol=1e-4,
         metadata={"threshold": 0.3, "preprocess": {"hair_removal": False}},
         deploy_out=deploy_out,
-        deploy_size=64,
+        deploy_size=deploy_size,
     )
+
+
+def test_export_deploy_size_copy(workspace: dict, tmp_path: Path) -> None:
+    out, deploy_out = tmp_path / "m.onnx", tmp_path / "m_64.onnx"
+    report = export_with_deploy_copy(workspace, out, deploy_out, 64)
     assert report["deploy"]["max_abs_prob_diff"] <= 1e-4
     meta = onnx_model.read_metadata(deploy_out)
     assert meta["image_size"] == 64 and meta["latency_only"] is True
@@ -554,17 +562,7 @@ def test_a_deploy_copy_at_the_trained_size_is_exported_and_quantized_once(
         lambda *a, **k: quantizations.append(1) or real_quantize(*a, **k),
     )
     fp32, deploy = tmp_path / "t.onnx", tmp_path / f"t_{SIZE}.onnx"
-    report = export.export_checkpoint(
-        workspace["ckpt"],
-        fp32,
-        workspace["val"],
-        name="teacher_best",
-        opset=17,
-        atol=1e-4,
-        metadata={"threshold": 0.5, "preprocess": {"hair_removal": False}},
-        deploy_out=deploy,
-        deploy_size=SIZE,
-    )
+    report = export_with_deploy_copy(workspace, fp32, deploy, SIZE)
     int8, deploy_int8 = tmp_path / "t_int8.onnx", tmp_path / f"t_{SIZE}_int8.onnx"
     quantize.quantize_model(
         fp32,
