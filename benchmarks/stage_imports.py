@@ -1,20 +1,30 @@
-"""Start-up cost of every stage script: the seconds its imports take in a fresh interpreter, and
-which heavy libraries they pull in.
+"""Start-up cost of every stage script: the seconds its imports take in a fresh interpreter,
+which heavy libraries they pull in, and the CPU seconds of a whole start-up and exit with the
+cyclic collector paused during the imports (``melanoma_kd.startup``) beside those with it on.
 
-Each ``stages/<name>.py`` is imported (its ``main`` is not run) in a new ``python`` process,
-``--rounds`` times, alternating stages so that load changes hit all alike; the median is
-printed beside the heavy modules it loaded. A stage that neither trains nor runs a network
+Each ``stages/<name>.py`` is imported (its ``main`` is not run) in a new ``python`` process
+whose ``sys.argv[0]`` is the script, as when DVC runs it, ``--rounds`` times, alternating stages
+so that load changes hit all alike; the median is printed beside the heavy modules it loaded. A stage that neither trains nor runs a network
 should load no torch, torchvision or timm (DESIGN.md, "Performance budgets").
+
+Then ``python stages/<name>.py --help`` (imports, argument parsing, exit: what every stage run
+pays before its work) runs as the pipeline runs it and again with ``MELANOMA_KD_IMPORT_GC=1``,
+side by side in each round; the median user + system CPU seconds of each and their ratio are
+printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from melanoma_kd.startup import ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = (
@@ -33,6 +43,7 @@ HEAVY = (
 )
 PROBE = """
 import importlib.util, json, sys, time
+sys.argv = sys.argv[1:]  # as when the script runs: a stage imports with the collector paused
 t = time.perf_counter()
 spec = importlib.util.spec_from_file_location("stage", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
@@ -47,6 +58,24 @@ def measure(script: Path) -> dict[str, object]:
         [sys.executable, "-c", PROBE, str(script)], capture_output=True, text=True, check=True
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def startup_cpu(script: Path, import_gc: bool) -> float:
+    """User + system CPU seconds of ``python <script> --help``, as DVC runs a stage."""
+    env = dict(os.environ)
+    env.pop(ENV, None)
+    if import_gc:
+        env[ENV] = "1"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(
+        [sys.executable, str(script), "--help"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -66,6 +95,22 @@ def main() -> None:
         print(f"{name:<20} {statistics.median(ts):8.2f}  {' '.join(heavy[name])}")
     torch_free = [n for n in runs if "torch" not in heavy[n]]
     print(f"stages importing no torch: {len(torch_free)}/{len(runs)} ({', '.join(torch_free)})")
+
+    cpu: dict[str, dict[bool, list[float]]] = {s.stem: {False: [], True: []} for s in scripts}
+    for r in range(args.rounds):
+        for script in scripts:
+            for import_gc in (r % 2 == 1, r % 2 == 0):  # which goes first alternates
+                cpu[script.stem][import_gc].append(startup_cpu(script, import_gc))
+    print(f"\n{'stage':<20} {'paused':>7} {'gc on':>7} {'ratio':>6}  (CPU s of start-up + exit)")
+    totals = {False: 0.0, True: 0.0}
+    for name, by in cpu.items():
+        med = {k: statistics.median(v) for k, v in by.items()}
+        totals = {k: totals[k] + med[k] for k in totals}
+        print(f"{name:<20} {med[False]:7.2f} {med[True]:7.2f} {med[False] / med[True]:6.2f}")
+    print(
+        f"{'all stages':<20} {totals[False]:7.2f} {totals[True]:7.2f} "
+        f"{totals[False] / totals[True]:6.2f}"
+    )
 
 
 if __name__ == "__main__":

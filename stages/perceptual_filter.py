@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from melanoma_kd.data.perceptual import (
     LazyImages,
     build_vgg,
@@ -48,13 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     params, synth = load_synth_params(args.params)
-    torch.set_num_threads(synth.num_threads)
     splits = read_splits(args.splits)
     candidates = read_candidates(args.candidates_csv)
     check_provenance(candidates, splits)
     positives = splits[(splits["split"] == "train") & (splits["label"] == 1)]
     real_ids = sorted(positives["image_id"])
-    model, pretrained = build_vgg(params.models.weights_dir, synth.seed)
+    model, pretrained = build_vgg(params.models.weights_dir, synth.seed, synth.num_threads)
     if not pretrained:
         print(
             f"warning: perceptual_filter: no {params.models.weights_dir}/vgg16.pth; using a seeded "

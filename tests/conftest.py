@@ -12,6 +12,7 @@ background jobs (``tests/background.py``) that run while the unit tests do
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -178,6 +179,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             it.get_closest_marker("pipeline") is not None,
         )
     )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Collect the tests (which imports torch, timm, SymPy...: ~500,000 objects) without the
+    cyclic collector, as ``melanoma_kd.startup`` does for a stage process."""
+    gc.disable()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Freeze what the collection imported, so the collector's full passes during the session
+    skip it, and switch the collector back on."""
+    gc.freeze()
+    gc.enable()
 
 
 @pytest.fixture(scope="session")

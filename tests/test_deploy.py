@@ -21,7 +21,7 @@ from melanoma_kd.data.cache import write_split_cache
 from melanoma_kd.deploy import benchmark as latency
 from melanoma_kd.deploy import export, onnx_model, quantize, tables
 from melanoma_kd.errors import UserError
-from melanoma_kd.inference import score_checkpoint
+from melanoma_kd.inference import score_checkpoint, score_checkpoint_splits
 from melanoma_kd.io import write_json
 from melanoma_kd.models.build import NUM_CLASSES, load_checkpoint, save_checkpoint
 from melanoma_kd.selection import operating_thresholds
@@ -195,6 +195,16 @@ def test_export_parity_metadata_and_dynamic_batch(workspace: dict) -> None:
     assert list(onnx_scores.columns) == ["image_id", "label", "score", "patient_id"]
     assert (onnx_scores["image_id"] == torch_scores["image_id"]).all()
     assert np.abs(onnx_scores["score"] - torch_scores["score"]).max() <= 1e-4
+    # several splits with one model load give each split's frame as scored alone
+    splits = [workspace["train"], workspace["val"]]
+    pd.testing.assert_frame_equal(
+        pd.concat(onnx_model.score_onnx_splits(path, splits, threads=1)),
+        pd.concat([onnx_model.score_onnx(path, c, threads=1) for c in splits]),
+    )
+    pd.testing.assert_frame_equal(
+        pd.concat(score_checkpoint_splits(workspace["ckpt"], splits)),
+        pd.concat([score_checkpoint(workspace["ckpt"], c) for c in splits]),
+    )
 
 
 def export_with_deploy_copy(
@@ -601,6 +611,8 @@ def test_a_deploy_copy_at_the_trained_size_is_exported_and_quantized_once(
     )
     assert len(quantizations) == 2  # that one ran ONNX Runtime
     assert again_int8.read_bytes() == deploy_int8.read_bytes()
+    assert onnx_model.same_network(fp32, deploy) and onnx_model.same_network(int8, deploy_int8)
+    assert not onnx_model.same_network(fp32, int8)
 
 
 def test_pre_process_falls_back_when_symbolic_shape_inference_gives_up(
@@ -745,7 +757,7 @@ def test_benchmark_stage_writes_the_deployment_table_and_plot(
 
 
 def test_benchmark_times_a_fixed_size_model_at_the_size_it_accepts(
-    workspace: dict, tmp_path: Path
+    workspace: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d = tmp_path / "onnx"
     d.mkdir()
@@ -762,9 +774,25 @@ def test_benchmark_times_a_fixed_size_model_at_the_size_it_accepts(
         deploy_out=d / "teacher_best_224.onnx",  # the name keeps the requested size
         deploy_size=224,
     )
+    shutil.copy(d / "teacher_best.onnx", d / "student_kd_224.onnx")  # another network: timed
+    timings: list[str] = []
+    for name in ("ort_latency", "torch_latency"):
+        real = getattr(latency, name)
+        monkeypatch.setattr(
+            latency, name, lambda *a, n=name, f=real, **k: timings.append(n) or f(*a, **k)
+        )
     bench = latency.benchmark(d, warmup=0, runs=2, deploy_size=224, threads=[1])
     json.dumps(bench)
     copy = bench["models"]["teacher_best_224"]
+    # the copy at the trained size is the native network: timed once, its rows repeat them
+    assert onnx_model.same_network(d / "teacher_best.onnx", d / "teacher_best_224.onnx")
+    assert copy["timed_as"] == "teacher_best"
+    assert timings.count("ort_latency") == 4 and timings.count("torch_latency") == 4
+    assert "timed_as" not in bench["models"]["student_kd_224"]
+    for runtime in ("torch_fp32", "ort_fp32"):
+        assert copy[runtime]["threads_1"] == bench["models"]["teacher_best"][runtime]["threads_1"]
+    assert copy["ort_fp32"]["size_mb"] == round(onnx_model.file_mb(d / "teacher_best_224.onnx"), 4)
+    assert "timed_as" not in bench["models"]["teacher_best"]
     assert copy["image_size"] == FIXED_SIZE and copy["requested_image_size"] == 224
     assert copy["latency_only"] and {"torch_fp32", "ort_fp32"} <= set(copy)
     assert "requested_image_size" not in bench["models"]["teacher_best"]
@@ -776,6 +804,7 @@ def test_benchmark_times_a_fixed_size_model_at_the_size_it_accepts(
     assert f"| student_kd | ORT fp32 | {SIZE} |" in table
     note = next(line for line in table.splitlines() if line.startswith("- \\* teacher_best_224"))
     assert f"{FIXED_ARCH} does not accept 224 px input" in note
+    assert "- teacher_best_224 holds teacher_best's network at the same size" in table
 
 
 def test_latency_ratios_name_differing_input_sizes() -> None:

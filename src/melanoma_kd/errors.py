@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from melanoma_kd import stage_clock
+from melanoma_kd import stage_clock, startup
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -30,11 +30,13 @@ def cli_entry(func: F) -> F:
     def wrapper(*args: object, **kwargs: object) -> object:
         # SIGTERM unwinds like Ctrl-C, so atomic writers delete their temporary files.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        startup.imports_done()  # a stage process: the collector is back on from here
         try:
             result = func(*args, **kwargs)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
+        startup.main_done()
         stage_clock.record()  # only when make repro asks for it (never into DVC outputs)
         return result
 

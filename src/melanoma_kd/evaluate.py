@@ -122,16 +122,16 @@ def checked_predictions(
     )
 
 
-def _score_torch(path: Path, cache: Path) -> pd.DataFrame:
-    from melanoma_kd.inference import score_checkpoint
+def _score_torch(path: Path, caches: list[Path]) -> list[pd.DataFrame]:
+    from melanoma_kd.inference import score_checkpoint_splits
 
-    return score_checkpoint(path, cache)
+    return score_checkpoint_splits(path, caches)
 
 
-def _score_onnx(path: Path, cache: Path) -> pd.DataFrame:
-    from melanoma_kd.deploy.onnx_model import score_onnx
+def _score_onnx(path: Path, caches: list[Path]) -> list[pd.DataFrame]:
+    from melanoma_kd.deploy.onnx_model import score_onnx_splits
 
-    return score_onnx(path, cache)
+    return score_onnx_splits(path, caches)
 
 
 Recorded = tuple[dict[str, float] | None, Platt | None, str | None]
@@ -154,7 +154,8 @@ def _onnx_recorded(path: Path) -> Recorded:
     return out, platt, arch
 
 
-SCORERS: dict[str, Callable[[Path, Path], pd.DataFrame]] = {
+# kind -> scorer of the given cache splits (the model is loaded once for all of them)
+SCORERS: dict[str, Callable[[Path, list[Path]], list[pd.DataFrame]]] = {
     "torch": _score_torch,
     "onnx": _score_onnx,
 }
@@ -173,10 +174,11 @@ def score_model(spec: ModelSpec, cache_dir: str | Path) -> Predictions:
         recorded(spec.path) if recorded is not None else (None, None, None)
     )
     cache = Path(cache_dir)
+    val, holdout = scorer(spec.path, [cache / "val.h5", cache / "holdout.h5"])
     return checked_predictions(
         spec.name,
-        scorer(spec.path, cache / "val.h5"),
-        scorer(spec.path, cache / "holdout.h5"),
+        val,
+        holdout,
         thresholds,
         calibration,
         arch,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,16 +52,28 @@ def score_checkpoint(
     checkpoint: str | Path, cache: str | Path, batch_size: int = 256
 ) -> pd.DataFrame:
     """``image_id, label, score, patient_id`` for one cache split scored by a checkpoint."""
+    return score_checkpoint_splits(checkpoint, [cache], batch_size)[0]
+
+
+def score_checkpoint_splits(
+    checkpoint: str | Path, caches: Sequence[str | Path], batch_size: int = 256
+) -> list[pd.DataFrame]:
+    """:func:`score_checkpoint` of each of ``caches``, with the model loaded once."""
     model, meta = load_checkpoint(checkpoint)
-    ds = CacheDataset(cache)
-    logits = predict_logits(
-        model, ds, int(meta["image_size"]), tuple(meta["mean"]), tuple(meta["std"]), batch_size
-    )
-    return pd.DataFrame(
-        {
-            "image_id": ds.ids,
-            "label": ds.labels,
-            "score": probabilities(logits),
-            "patient_id": ds.patients,
-        }
-    )
+    frames = []
+    for cache in caches:
+        ds = CacheDataset(cache)
+        logits = predict_logits(
+            model, ds, int(meta["image_size"]), tuple(meta["mean"]), tuple(meta["std"]), batch_size
+        )
+        frames.append(
+            pd.DataFrame(
+                {
+                    "image_id": ds.ids,
+                    "label": ds.labels,
+                    "score": probabilities(logits),
+                    "patient_id": ds.patients,
+                }
+            )
+        )
+    return frames

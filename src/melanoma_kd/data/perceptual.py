@@ -133,8 +133,13 @@ class VGGFeatures(nn.Module):
         return out
 
 
-def build_vgg(weights_dir: str | Path | None, seed: int) -> tuple[VGGFeatures, bool]:
-    """``(model, pretrained)``: local VGG16 weights if present, else seeded random init."""
+def build_vgg(
+    weights_dir: str | Path | None, seed: int, num_threads: int | None = None
+) -> tuple[VGGFeatures, bool]:
+    """``(model, pretrained)``: local VGG16 weights if present, else seeded random init.
+    ``num_threads`` sets torch's (process-wide) intra-op thread count it will run on."""
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
     features = _vgg16_features()[: max(RELU_LAYERS.values()) + 1]  # layers after relu4_3 unused
     path = local_weights(VGG_ARCH, weights_dir)
     if path is None:

@@ -31,6 +31,7 @@ from melanoma_kd.deploy.onnx_model import (
     OnnxClassifier,
     file_mb,
     read_metadata,
+    same_network,
 )
 from melanoma_kd.deploy.pareto import threads_key
 from melanoma_kd.deploy.tables import latency_ratios
@@ -154,7 +155,8 @@ def conv_census(path: str | Path) -> dict[str, int]:
 def discover_models(onnx_dir: str | Path, deploy_size: int) -> dict[str, Any]:
     """The benchmark's model list from the export/quantize naming convention.
 
-    ``{model: {"onnx": fp32 path, "int8": {runtime: path}, "deploy": bool}}`` for the KD
+    ``{model: {"onnx": fp32 path, "int8": {runtime: path}, "deploy": bool}}`` (a deploy-size
+    copy also names its ``"native"`` model) for the KD
     student, the scratch student and the best teacher, at the trained size and (when exported)
     at ``deploy_size``. A missing fp32 model is a :class:`UserError`; INT8 files are timed when
     present.
@@ -168,7 +170,12 @@ def discover_models(onnx_dir: str | Path, deploy_size: int) -> dict[str, Any]:
         models[name] = {"onnx": path, "int8": {}, "deploy": False}
         deploy = d / f"{name}_{deploy_size}.onnx"
         if deploy.is_file():
-            models[f"{name}_{deploy_size}"] = {"onnx": deploy, "int8": {}, "deploy": True}
+            models[f"{name}_{deploy_size}"] = {
+                "onnx": deploy,
+                "int8": {},
+                "deploy": True,
+                "native": name,
+            }
     int8_files = [(STUDENT_STEM, "ort_int8_dynamic", f"{STUDENT_STEM}_int8_dynamic.onnx")]
     for stem in (STUDENT_STEM, TEACHER_STEM):
         int8_files += [
@@ -179,6 +186,30 @@ def discover_models(onnx_dir: str | Path, deploy_size: int) -> dict[str, Any]:
         if key in models and (d / fname).is_file():
             models[key]["int8"][runtime] = d / fname
     return models
+
+
+def _timed_already(
+    spec: dict[str, Any],
+    models: dict[str, Any],
+    runners: dict[str, tuple[Path, Callable[[int], dict[str, float]]]],
+    measured: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """The rows of a deploy-size copy that its native model has timed already: those whose file
+    holds the same network (the copy at the trained size: the same graph with other metadata,
+    and its INT8 model the native INT8 output), by runtime. The same network is not timed twice.
+    """
+    native = spec.get("native")
+    if native not in measured:
+        return {}
+    files = {"ort_fp32": models[native]["onnx"], **models[native]["int8"]}
+    same = {
+        runtime: measured[native][runtime]
+        for runtime, (path, _) in runners.items()
+        if runtime in files and runtime in measured[native] and same_network(path, files[runtime])
+    }
+    if "ort_fp32" in same and "torch_fp32" in runners and "torch_fp32" in measured[native]:
+        same["torch_fp32"] = measured[native]["torch_fp32"]  # the same checkpoint at that size
+    return same
 
 
 def benchmark(
@@ -213,7 +244,8 @@ def benchmark(
         },
         "models": {},
     }
-    for name, spec in discover_models(onnx_dir, deploy_size).items():
+    models = discover_models(onnx_dir, deploy_size)
+    for name, spec in models.items():
         meta = read_metadata(spec["onnx"])
         size = int(meta["image_size"])
         entry: dict[str, Any] = {
@@ -242,12 +274,18 @@ def benchmark(
         )
         for runtime, path in spec["int8"].items():
             runners[runtime] = (path, lambda t, p=path: ort_latency(p, t, warmup, runs))
+        timed = _timed_already(spec, models, runners, result["models"])
+        if timed:
+            entry["timed_as"] = spec["native"]
         for runtime, (path, run) in runners.items():
-            if progress:
-                progress(f"{name} {runtime} @ {size}px")
             row: dict[str, Any] = {"size_mb": round(file_mb(path), 4)}
-            for key, n in thread_settings.items():
-                row[key] = {k: round(v, 4) for k, v in run(n).items()}
+            if runtime in timed:
+                row |= {k: v for k, v in timed[runtime].items() if k != "size_mb"}
+            else:
+                if progress:
+                    progress(f"{name} {runtime} @ {size}px")
+                for key, n in thread_settings.items():
+                    row[key] = {k: round(v, 4) for k, v in run(n).items()}
             entry[runtime] = row
         q = (quantize_metrics or {}).get(name, {})
         for runtime, tag in (("ort_int8", "int8"), ("ort_int8_dynamic", "int8_dynamic")):

@@ -40,6 +40,7 @@ from melanoma_kd.deploy.onnx_model import (
     platt_logits,
     set_metadata,
     softmax_pos,
+    update_metadata,
 )
 from melanoma_kd.errors import UserError
 from melanoma_kd.io import atomic_path
@@ -129,15 +130,6 @@ def onnx_props(
         "opset": opset,
         **(metadata or {}),
     }
-
-
-def relabelled_copy(src: str | Path, out: str | Path, props: dict[str, Any]) -> None:
-    """Write ``src``'s model to ``out`` (atomically) with ``props`` as all its metadata."""
-    proto = onnx.load(str(src))
-    del proto.metadata_props[:]
-    set_metadata(proto, props)
-    with atomic_path(out) as tmp:
-        onnx.save(proto, str(tmp))
 
 
 @torch.inference_mode()
@@ -288,7 +280,8 @@ def export_checkpoint(
         if size == trained:
             # The same network at the same size: the exporter would write the native graph
             # again (and fold the same calibration into it); only the metadata differs.
-            relabelled_copy(out, deploy_out, onnx_props(model, meta, size, opset, latency_meta))
+            props = onnx_props(model, meta, size, opset, latency_meta)
+            update_metadata(out, props, out=deploy_out, replace=True)
             report["deploy"] = report["native"] | {"size_mb": file_mb(deploy_out)}
         else:
             report["deploy"] = export_onnx(

@@ -10,6 +10,7 @@ output ``logits`` (N×2), with a dynamic batch axis.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,12 +106,29 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return parse_metadata({p.key: p.value for p in model.metadata_props})
 
 
-def update_metadata(path: str | Path, metadata: dict[str, Any]) -> None:
-    """Rewrite ``path`` atomically with ``metadata`` merged into its ``metadata_props``."""
+def update_metadata(
+    path: str | Path,
+    metadata: dict[str, Any],
+    out: str | Path | None = None,
+    replace: bool = False,
+) -> None:
+    """Rewrite ``path`` (or write its model to ``out``) atomically with ``metadata`` merged into
+    its ``metadata_props`` (``replace``: as all of them)."""
     model = _load_onnx(path)
+    if replace:
+        del model.metadata_props[:]
     set_metadata(model, metadata)
-    with atomic_path(path) as tmp:
+    with atomic_path(path if out is None else out) as tmp:
         onnx.save(model, str(tmp))
+
+
+def same_network(a: str | Path, b: str | Path) -> bool:
+    """Whether two ONNX files hold the same model apart from their ``metadata_props`` (a
+    latency copy at the trained size is the native graph with other metadata)."""
+    models = [_load_onnx(a), _load_onnx(b)]
+    for model in models:
+        del model.metadata_props[:]
+    return models[0] == models[1]
 
 
 def _load_onnx(path: str | Path, load_external_data: bool = True) -> onnx.ModelProto:
@@ -185,13 +203,28 @@ def score_onnx(
     path: str | Path, cache_h5: str | Path, batch_size: int = 64, threads: int | None = None
 ) -> pd.DataFrame:
     """``image_id, label, score, patient_id`` for one cache split scored by an ONNX model."""
+    return score_onnx_splits(path, [cache_h5], batch_size, threads)[0]
+
+
+def score_onnx_splits(
+    path: str | Path,
+    caches: Sequence[str | Path],
+    batch_size: int = 64,
+    threads: int | None = None,
+) -> list[pd.DataFrame]:
+    """:func:`score_onnx` of each of ``caches``, with one ONNX Runtime session."""
     clf = OnnxClassifier(path, threads)
-    ds = CacheDataset(cache_h5)
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
-    scores = np.concatenate([clf.probabilities(clf.inputs(b["image"])) for b in loader])
-    return pd.DataFrame(
-        {"image_id": ds.ids, "label": ds.labels, "score": scores, "patient_id": ds.patients}
-    )
+    frames = []
+    for cache_h5 in caches:
+        ds = CacheDataset(cache_h5)
+        loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
+        scores = np.concatenate([clf.probabilities(clf.inputs(b["image"])) for b in loader])
+        frames.append(
+            pd.DataFrame(
+                {"image_id": ds.ids, "label": ds.labels, "score": scores, "patient_id": ds.patients}
+            )
+        )
+    return frames
 
 
 def file_mb(path: str | Path) -> float:

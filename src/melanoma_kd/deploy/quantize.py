@@ -41,6 +41,7 @@ from melanoma_kd.deploy.onnx_model import (
     INPUT_NAME,
     file_mb,
     read_metadata,
+    same_network,
     score_onnx,
     set_metadata,
     update_metadata,
@@ -135,11 +136,11 @@ def _pre_process(fp32: str | Path, pre: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Quantized:
-    """A quantization's input and output models without the input file's own metadata (what
-    ONNX Runtime adds stays), and the notes :func:`_pre_process` made: the same input graph
+    """A quantization's input file, its output model without the input's own metadata (what
+    ONNX Runtime adds stays) and the notes :func:`_pre_process` made: the same input network
     quantized with the same options gives this output again."""
 
-    source: onnx.ModelProto
+    source: Path
     int8: onnx.ModelProto
     notes: dict[str, Any]
 
@@ -161,20 +162,19 @@ def _quantize_file(
     quantize: Callable[..., None],
     options: dict[str, Any],
     metadata: dict[str, Any],
+    own: set[str],
     like: Quantized | None = None,
 ) -> Quantized:
     """``quant_pre_process`` ``fp32``, run ``quantize(pre, int8, **options)`` (ONNX Runtime's
     ``quantize_static`` or ``quantize_dynamic``) and write the result to ``out`` atomically, with
-    ``metadata`` as its ``metadata_props``.
+    ``metadata`` as its ``metadata_props`` (``own``: the keys ``fp32`` has, which ONNX Runtime
+    copies into its output).
 
-    ``like`` is an earlier result with the same options: when its source graph is ``fp32``'s
+    ``like`` is an earlier result with the same options: when its source is ``fp32``'s network
     (metadata aside: a deploy-size copy at the trained size), its output is reused instead.
     """
-    source = onnx.load(str(fp32))
-    own = {p.key for p in source.metadata_props}
-    source = _without_own_metadata(source, own)
-    if like is not None and like.source == source:
-        result = Quantized(source, like.int8, like.notes)
+    if like is not None and same_network(fp32, like.source):
+        result = Quantized(Path(fp32), like.int8, like.notes)
     else:
         with _scratch_dir() as scratch:
             pre, int8 = scratch / "pre.onnx", scratch / "int8.onnx"
@@ -183,7 +183,7 @@ def _quantize_file(
                 warnings.simplefilter("ignore")
                 quantize(str(pre), str(int8), **options)
             # ONNX Runtime copies the input's metadata; ``metadata`` holds all of it (re-encoded)
-            result = Quantized(source, _without_own_metadata(onnx.load(str(int8)), own), notes)
+            result = Quantized(Path(fp32), _without_own_metadata(onnx.load(str(int8)), own), notes)
     model = _without_own_metadata(result.int8, set())
     set_metadata(model, {**metadata, **result.notes})
     with atomic_path(out) as tmp:
@@ -242,7 +242,9 @@ def quantize_static_qdq(
         "calibrate_method": CalibrationMethod[method],
         "nodes_to_exclude": list(CALIBRATION_NODES),
     }
-    return settings, _quantize_file(fp32, out, quantize_static, options, {**meta, **settings}, like)
+    return settings, _quantize_file(
+        fp32, out, quantize_static, options, {**meta, **settings}, set(meta), like
+    )
 
 
 def quantize_dynamic_int8(
@@ -265,7 +267,7 @@ def quantize_dynamic_int8(
         "weight_type": QuantType[WEIGHT_TYPE],
         "nodes_to_exclude": list(CALIBRATION_NODES),
     }
-    _quantize_file(fp32, out, quantize_dynamic, options, {**meta, **settings})
+    _quantize_file(fp32, out, quantize_dynamic, options, {**meta, **settings}, set(meta))
     return settings
 
 

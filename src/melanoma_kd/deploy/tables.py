@@ -161,8 +161,13 @@ def deployment_table(
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|",
     ]
-    notes = []
+    notes, shared = [], []
     for name, entry in bench["models"].items():
+        if "timed_as" in entry:
+            shared.append(
+                f"- {name} holds {entry['timed_as']}'s network at the same size: its rows repeat "
+                f"{entry['timed_as']}'s timings (the same graph is not timed twice)."
+            )
         px = str(entry["image_size"])
         if "requested_image_size" in entry:
             px += " *"
@@ -193,6 +198,8 @@ def deployment_table(
             "size; its `_<deploy_size>` file name still carries the requested size.",
             *notes,
         ]
+    if shared:
+        lines += ["", *shared]
     lines += ["", "## Ratios (p50, 1 thread)", ""]
     lines += [f"- {k}: {v}" for k, v in bench["ratios"].items()]
     if quantize_metrics:
