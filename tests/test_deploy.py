@@ -751,6 +751,11 @@ def test_benchmark_stage_writes_the_deployment_table_and_plot(
     timed = json.loads((tmp_path / "timed.json").read_text())
     assert timed["threads"] == "1" and "p50" not in json.dumps(timed)
     assert set(timed["models"]["teacher_best_48"]["runtimes"]) >= {"ort_fp32", "ort_int8"}
+    models = json.loads((tmp_path / "benchmark.json").read_text())["models"]
+    copy, native = models["student_kd_48"], models["student_kd"]
+    assert copy["timed_as"] == "student_kd"  # the stand-in copy is the same file: not retimed
+    assert copy["ort_int8"]["threads_1"] == native["ort_int8"]["threads_1"]
+    assert "val_pauc" in native["ort_int8"] and "val_pauc" not in copy["ort_int8"]
     (tmp_path / "evaluate" / "models" / "teacher_onnx_int8.json").unlink()
     proc = stage("benchmark.py", *args, cwd=tmp_path)
     assert_one_line_error(proc, "teacher_onnx_int8.json: not found", "run the evaluate stage")
@@ -790,7 +795,8 @@ def test_benchmark_times_a_fixed_size_model_at_the_size_it_accepts(
     assert timings.count("ort_latency") == 4 and timings.count("torch_latency") == 4
     assert "timed_as" not in bench["models"]["student_kd_224"]
     for runtime in ("torch_fp32", "ort_fp32"):
-        assert copy[runtime]["threads_1"] == bench["models"]["teacher_best"][runtime]["threads_1"]
+        native = bench["models"]["teacher_best"][runtime]
+        assert copy[runtime] == native | {"size_mb": copy[runtime]["size_mb"]}
     assert copy["ort_fp32"]["size_mb"] == round(onnx_model.file_mb(d / "teacher_best_224.onnx"), 4)
     assert "timed_as" not in bench["models"]["teacher_best"]
     assert copy["image_size"] == FIXED_SIZE and copy["requested_image_size"] == 224

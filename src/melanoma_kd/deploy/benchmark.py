@@ -280,7 +280,7 @@ def benchmark(
         for runtime, (path, run) in runners.items():
             row: dict[str, Any] = {"size_mb": round(file_mb(path), 4)}
             if runtime in timed:
-                row |= {k: v for k, v in timed[runtime].items() if k != "size_mb"}
+                row |= {key: timed[runtime][key] for key in thread_settings}  # timings only
             else:
                 if progress:
                     progress(f"{name} {runtime} @ {size}px")
