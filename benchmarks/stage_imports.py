@@ -4,8 +4,9 @@ cyclic collector paused during the imports (``melanoma_kd.startup``) beside thos
 
 Each ``stages/<name>.py`` is imported (its ``main`` is not run) in a new ``python`` process
 whose ``sys.argv[0]`` is the script, as when DVC runs it, ``--rounds`` times, alternating stages
-so that load changes hit all alike; the median is printed beside the heavy modules it loaded. A stage that neither trains nor runs a network
-should load no torch, torchvision or timm (DESIGN.md, "Performance budgets").
+so that load changes hit all alike; the median is printed beside the heavy modules it loaded.
+A stage that neither trains nor runs a network should load no torch, torchvision or timm
+(DESIGN.md, "Performance budgets").
 
 Then ``python stages/<name>.py --help`` (imports, argument parsing, exit: what every stage run
 pays before its work) runs as the pipeline runs it and again with ``MELANOMA_KD_IMPORT_GC=1``,
